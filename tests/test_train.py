@@ -240,14 +240,28 @@ def test_train_against_mlflow_server(synth_root, tmp_path, monkeypatch, mlflow_s
     assert not (Path(os.environ['STEANET_HOME']) / 'mlruns').exists()
 
 
-def test_cli_train_eval_predict(synth_root, tmp_path, fixtures_dir):
-    "`steanet train --json`, `eval --views 2`, `predict` on the real fixture videos from a tiny checkpoint."
+@pytest.fixture(scope='module')
+def tiny_run(synth_root, tmp_path_factory):
+    "One `steanet train --json` run of the tiny config (1 epoch), shared by the eval/predict tests."
+    d = tmp_path_factory.mktemp('cli')
     r = cli(['train', '--config', 'demo', '--set', *tiny_overrides(synth_root, **{'train.epochs': 1}),
-             '--run-dir', str(tmp_path / 'run'), '--json'])
-    res = last_json(r.stdout)
+             '--run-dir', str(d / 'run'), '--json'], env={'STEANET_HOME': str(d)})
+    return d, last_json(r.stdout)
+
+
+def test_cli_train_and_eval(tiny_run):
+    d, res = tiny_run
     assert 0 <= res['metrics']['test/top1'] <= 1 and Path(res['best_checkpoint']).is_file()
-    ev = last_json(cli(['eval', '--checkpoint', str(tmp_path / 'run'), '--views', '2', '--json']).stdout)
+    assert res['tunable_params'] > 0 and res['run_id'] is None           # tracking off in the tiny config
+    ev = last_json(cli(['eval', '--checkpoint', str(d / 'run'), '--views', '2', '--json']).stdout)
     assert ev['views'] == 2 and ev['n'] == 8 and 0 <= ev['top1'] <= 1
+    bad = cli(['eval', '--checkpoint', str(d / 'nope'), '--json'], check=False)
+    assert bad.returncode == 1 and 'not found' in last_json(bad.stdout)['error']
+
+
+def test_cli_predict_real_videos(tiny_run, tmp_path, fixtures_dir):
+    "`predict` on the real fixture videos (H.264, MPEG-4 AVI) from a tiny-config checkpoint."
+    d, res = tiny_run
     vids = sorted(str(p) for p in (fixtures_dir / 'videos').iterdir())
     out = tmp_path / 'pred.csv'
     pr = last_json(cli(['predict', '--checkpoint', res['best_checkpoint'], *vids, '--topk', '3', '--csv', str(out),
