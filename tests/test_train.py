@@ -273,3 +273,34 @@ def test_cli_predict_real_videos(tiny_run, tmp_path, fixtures_dir):
     assert len(out.read_text().splitlines()) == 1 + 9
     bad = cli(['predict', '--checkpoint', res['best_checkpoint'], str(tmp_path / 'nope.mp4'), '--json'], check=False)
     assert bad.returncode == 1 and 'no such file' in last_json(bad.stdout)['predictions'][0]['error']
+
+
+def test_splits_nested_runs_and_fit_hooks(synth_root, tmp_path):
+    "`run_splits`: one parent run with a nested child per split, mean/std logged; fit's hooks for the tuner."
+    from steanet.train import run_splits, fit
+    from steanet import tracking
+    cfg = make_config('demo', tiny_overrides(synth_root, **{'tracking.enabled': 'true', 'train.epochs': 1,
+                                                            'tracking.experiment': 'splits-test'}))
+    res = run_splits(cfg, [1, 2], progress=False)
+    assert set(res['splits']) == {1, 2} and 0 <= res['summary']['test/top1']['mean'] <= 1
+    client, exp_id, _ = tracking.setup_mlflow(cfg)
+    runs = client.search_runs([exp_id])
+    kids = [r for r in runs if r.data.tags.get('mlflow.parentRunId') == res['run_id']]
+    assert len(runs) == 3 and len(kids) == 2
+    parent = client.get_run(res['run_id'])
+    assert 'test/top1_mean' in parent.data.metrics and parent.info.status == 'FINISHED'
+    # on_epoch_end sees every epoch's metrics; an exception closes the run as KILLED with a PRUNED tag
+    class Pruned(Exception): pass
+    try:
+        import optuna; Pruned = optuna.TrialPruned
+    except ImportError: pass
+    seen = []
+    def cb(epoch, m):
+        seen.append((epoch, m['val/top1']))
+        raise Pruned()
+    with pytest.raises(Pruned):
+        fit(make_config(cfg, ['train.epochs=2']), on_epoch_end=cb, parent_run_id=res['run_id'], progress=False,
+            run_dir=tmp_path / 'pruned')
+    assert [e for e, _ in seen] == [1]
+    pr = [r for r in client.search_runs([exp_id]) if r.data.tags.get('steanet.status') == 'PRUNED']
+    assert len(pr) == 1 and pr[0].info.status == 'KILLED' and pr[0].data.tags['mlflow.parentRunId'] == res['run_id']
