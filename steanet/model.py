@@ -466,18 +466,17 @@ def _apply_model_overrides(cfg: ExperimentConfig, overrides: dict) -> Experiment
     for k, v in overrides.items():
         if k == 'backbone': cfg.backbone.name = v; continue
         if k not in _SECTION_OF:
-            raise TypeError(f'build_model: unknown keyword {k!r}; valid: backbone, {sorted(_SECTION_OF)}, quick_gelu')
+            raise TypeError(f'build_model: unknown keyword {k!r}; valid: backbone, {sorted(_SECTION_OF)}')
         setattr(getattr(cfg, _SECTION_OF[k]), k, v)
     return cfg
 
 def build_model(cfg: Optional[ExperimentConfig] = None, *, num_classes: Optional[int] = None, **overrides) -> STEANet:
     "A ready `STEANet` (frozen backbone, fresh adapters, tunable set marked) from a config and/or keywords."
-    quick_gelu = overrides.pop('quick_gelu', None)
     cfg = _apply_model_overrides(cfg if cfg is not None else ExperimentConfig(), overrides)
     k = num_classes if num_classes is not None else cfg.data.num_classes
     if not k: raise ValueError('build_model: the number of classes is unknown; set data.num_classes or pass num_classes=')
     b = cfg.backbone
-    visual, info = load_visual(b.name, b.pretrained, b.image_size, quick_gelu=quick_gelu)
+    visual, info = load_visual(b.name, b.pretrained, b.image_size, quick_gelu=b.quick_gelu)
     info['allow_random_backbone'] = bool(b.allow_random_backbone)
     model = STEANet(visual, num_classes=int(k), num_frames=cfg.data.num_frames, adapters=cfg.adapters,
                     drop_path_rate=b.drop_path_rate, dropout=cfg.train.dropout, fast_attention=b.fast_attention,
