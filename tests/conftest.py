@@ -9,7 +9,8 @@ os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / 'shared' / 'fixtures'
+# `$STEANET_FIXTURES` (e.g. a git worktree elsewhere), else `../shared/fixtures` beside the project
+FIXTURES = Path(os.environ.get('STEANET_FIXTURES', ROOT.parent / 'shared' / 'fixtures'))
 
 
 @pytest.fixture(scope='session')
