@@ -38,8 +38,9 @@ def _cfg(videos, study, extra=()):
 
 
 def _env():
+    # one thread per worker: two CPU workers on two cores must not oversubscribe them (OpenMP spin-waits)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]),
-               HF_HUB_OFFLINE='1', MLFLOW_DISABLE_TELEMETRY='true', MPLBACKEND='Agg')
+               HF_HUB_OFFLINE='1', MLFLOW_DISABLE_TELEMETRY='true', MPLBACKEND='Agg', OMP_NUM_THREADS='1')
     return env
 
 
@@ -55,9 +56,10 @@ def _mlflow(home):
 
 def _check_mlflow_matches(study, home):
     "Exactly one nested run per trial under the study's parent, with the status of the trial's state; none RUNNING."
-    from steanet.tune import PARENT_ATTR, MLFLOW_STATUS, RUN_ATTR, SURPLUS_ATTR
+    from steanet.tune import PARENTS_ATTR, MLFLOW_STATUS, RUN_ATTR, SURPLUS_ATTR
     cl = _mlflow(home)
-    parent = cl.get_run(study.user_attrs[PARENT_ATTR])
+    (pid,) = study.user_attrs[PARENTS_ATTR].values()  # one tracking store: one parent run
+    parent = cl.get_run(pid)
     kids = cl.search_runs([parent.info.experiment_id],
                           filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`steanet.kind` = 'trial'")
     by_trial = {}
@@ -212,8 +214,8 @@ def test_two_workers_postgresql(videos, tmp_path, postgres):
 def test_multi_objective_pareto(videos, tmp_path):
     "accuracy,params: NSGA-II, a non-empty Pareto front of mutually non-dominated trials, and its plot."
     from steanet.tune import run_study, dominates
-    s = run_study(_cfg(videos, 'mo', ['tune.n_trials=4', 'tune.objectives=accuracy,params']), progress=False)
-    assert s['directions'] == ['maximize', 'minimize'] and s['states']['COMPLETE'] == 4
+    s = run_study(_cfg(videos, 'mo', ['tune.n_trials=3', 'tune.objectives=accuracy,params']), progress=False)
+    assert s['directions'] == ['maximize', 'minimize'] and s['states']['COMPLETE'] == 3
     front = s['pareto_front']
     assert front
     for a in front:
