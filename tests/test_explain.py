@@ -157,3 +157,22 @@ def test_figures_and_gifs_are_written(tmp_path):
     assert names == ['clip0.ig.gif', 'clip0.occlusion.gif', 'clip0.png', 'clip0.temporal.gif']   # max_figures=1
     with Image.open(tmp_path / 'clip0.ig.gif') as im: assert im.n_frames == 4 and im.size == (128, 64)
     assert Image.open(tmp_path / 'clip0.png').format == 'PNG'
+
+
+def test_outputs_go_to_an_mlflow_run(tmp_path):
+    "Figures, GIFs and the summary measures land in the given run (local sqlite store under STEANET_HOME)."
+    from steanet.config import get_preset
+    from steanet.tracking import setup_mlflow
+    cfg = get_preset('demo')
+    client, exp_id, uri = setup_mlflow(cfg, experiment='explain-test')
+    run_id = client.create_run(exp_id).info.run_id
+    model = ToyVideoNet(region=(slice(0, 2), slice(0, 2)), seed=3)
+    mask = torch.zeros(4, 16, 16, dtype=torch.bool); mask[:, :8, :8] = True
+    out = tmp_path / 'explain'
+    res = ex.evaluate_attributions(model, [dict(video=_clip(3), mask=mask, name='c0', label=0)], ['ig', 'occlusion'],
+                                   cfg=CFG, steps=4, n_random=1, on_clip=ex.ClipWriter(out, max_figures=1))
+    ex.log_explanation(run_id, out, res, cfg)
+    arts = sorted(a.path for a in client.list_artifacts(run_id, 'explain'))
+    assert arts == ['explain/c0.ig.gif', 'explain/c0.occlusion.gif', 'explain/c0.png']
+    m = client.get_run(run_id).data.metrics
+    assert m['explain.ig.hit_rate'] == pytest.approx(1.0) and 'explain.occlusion.deletion_auc_random' in m
