@@ -1,0 +1,275 @@
+"""Trainer, checkpoints, resume after SIGKILL, 2-process DDP, MLflow over HTTP (tiny config, random backbone, tiny synthetic data)."""
+import json, os, signal, socket, subprocess, sys, time, urllib.parse, urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from steanet.config import make_config, save_config
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def synth_root(tmp_path_factory):
+    "8 classes x (2 train + 1 val + 1 test) synthetic videos of 8 frames, made once per session."
+    from steanet.synthetic import make_synthetic_dataset
+    return make_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'videos', n_per_class=2, val_per_class=1,
+                                  test_per_class=1, frames=8, seed=3)
+
+
+def tiny_overrides(root, **kw):
+    "The demo preset on a random steanet-tiny backbone, 4 frames, a few steps per epoch."
+    ov = {'data.root': str(root), 'backbone.pretrained': 'none', 'backbone.allow_random_backbone': 'true',
+          'data.num_frames': 4, 'train.batch_size': 4, 'train.epochs': 2, 'train.lr': 3e-3, 'train.warmup_epochs': 0.5,
+          'tracking.enabled': 'false'}
+    ov.update({k: v for k, v in kw.items()})
+    return [f'{k}={v}' for k, v in ov.items()]
+
+
+def cli(args, env=None, check=True, timeout=300):
+    "Run `steanet <args>` in a subprocess (the same interpreter), returning the CompletedProcess."
+    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+    e = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1',
+             **(env or {}))
+    r = subprocess.run([PY, '-c', code, *args], capture_output=True, text=True, env=e, timeout=timeout)
+    if check and r.returncode != 0: raise AssertionError(f'steanet {args[0]} failed ({r.returncode}):\n{r.stderr[-4000:]}')
+    return r
+
+
+def last_json(out: str) -> dict: return json.loads(out.strip().splitlines()[-1])
+
+
+def load_st(p):
+    from safetensors.torch import load_file
+    return load_file(str(p))
+
+
+def test_checkpoint_contents_and_reload(synth_root, tmp_path):
+    from steanet.train import fit, load_checkpoint, load_resume_state, CheckpointError
+    from steanet.model import build_model, tunable_state_dict, mark_trainable
+    torch.set_num_threads(1)
+    res = fit(make_config('demo', tiny_overrides(synth_root)), run_dir=tmp_path / 'run', progress=False)
+    d = Path(res['run_dir'])
+    for f in ('best.safetensors', 'best.json', 'last.safetensors', 'last.json', 'resume.pt', 'config.yaml',
+              'confusion.png', 'per_class.csv', 'test_predictions.csv', 'curves.png'):
+        assert (d / f).is_file(), f
+    sd, meta = load_st(d / 'best.safetensors'), json.loads((d / 'best.json').read_text())
+    model, meta2 = load_checkpoint(d)
+    # only the tunable tensors, nothing of the frozen backbone
+    assert set(sd) == set(tunable_state_dict(model))
+    assert not any(k.startswith('visual.conv1') or '.attn.in_proj' in k for k in sd)
+    n = sum(v.numel() for v in sd.values())
+    assert n == res['tunable_params'] == meta['tunable_params']
+    assert (d / 'best.safetensors').stat().st_size < n * 4 + 64 * 1024
+    for k in ('config', 'class_names', 'backbone', 'epoch', 'metrics', 'variant', 'num_classes'):
+        assert k in meta, k
+    assert meta['backbone']['name'] == 'steanet-tiny' and meta['backbone']['pretrained'] is None
+    assert len(meta['backbone']['state_sha256']) == 64 and meta['metrics']['test/top1'] == res['metrics']['test/top1']
+    # the reloaded model computes what the trained one did: same test metrics through eval
+    from steanet.train import eval_checkpoint
+    m = eval_checkpoint(d)
+    assert m['top1'] == pytest.approx(res['metrics']['test/top1'])
+    # resume state loads with weights_only=True (plain tensors and containers)
+    st = load_resume_state(d / 'resume.pt'); assert st['epoch'] == 2 and st['pos'] == 0
+    # another backbone is refused, unless allowed
+    meta['backbone']['seed'] = 12345
+    (tmp_path / 'moved').mkdir(); import shutil
+    shutil.copy(d / 'best.safetensors', tmp_path / 'moved' / 'best.safetensors')
+    (tmp_path / 'moved' / 'best.json').write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match='backbone differs'): load_checkpoint(tmp_path / 'moved')
+    with pytest.warns(UserWarning): load_checkpoint(tmp_path / 'moved', allow_backbone_mismatch=True)
+
+
+def test_unreachable_server_fails_before_training(synth_root, tmp_path, monkeypatch):
+    from steanet.tracking import TrackingError
+    from steanet.train import fit
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', f'http://127.0.0.1:{port}')
+    t = time.time()
+    with pytest.raises(TrackingError, match='not reachable'):
+        fit(make_config('demo', tiny_overrides(synth_root, **{'tracking.enabled': 'true'})), run_dir=tmp_path / 'r',
+            progress=False)
+    assert not (tmp_path / 'r').exists()            # nothing was trained or written
+    assert time.time() - t < 60
+
+
+def test_nan_loss_stops_with_message(synth_root, tmp_path):
+    from steanet.train import fit, TrainingDiverged
+    with pytest.raises(TrainingDiverged, match='last good checkpoint'):
+        fit(make_config('demo', tiny_overrides(synth_root, **{'train.lr': 1e30, 'train.clip_grad': 'none',
+                                                               'train.epochs': 3})),
+            run_dir=tmp_path / 'r', progress=False)
+
+
+def test_kill_and_resume_equals_uninterrupted(synth_root, tmp_path):
+    "SIGKILL mid-epoch, --resume: final metrics and adapter weights equal an uninterrupted run's."
+    cfgp = tmp_path / 'cfg.yaml'
+    # batch 2 over 16 videos: 8 steps per epoch, 3 epochs; MLflow on (sqlite in STEANET_HOME) to resume the same run
+    cfg = make_config('demo', tiny_overrides(synth_root, **{'train.batch_size': 2, 'train.epochs': 3,
+                                                            'tracking.enabled': 'true'}))
+    save_config(cfg, cfgp)
+    full = last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(tmp_path / 'full'), '--json']).stdout)
+
+    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
+    killed = tmp_path / 'killed'
+    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(killed),
+                          '--checkpoint-every', '1', '--json'], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from steanet.train import load_resume_state
+    deadline, seen = time.time() + 240, None
+    while time.time() < deadline and p.poll() is None:
+        rp = killed / 'resume.pt'
+        if rp.exists():
+            try: st = load_resume_state(rp)
+            except Exception: st = None
+            if st and st['epoch'] == 1 and 0 < st['pos'] <= 4:   # inside the second epoch
+                p.send_signal(signal.SIGKILL); seen = (st['epoch'], st['pos']); break
+        time.sleep(0.01)
+    p.wait(30)
+    assert seen is not None, f'never saw a mid-epoch resume state (rc={p.returncode}): {p.stderr.read().decode()[-2000:]}'
+    assert p.returncode == -signal.SIGKILL
+    st = load_resume_state(killed / 'resume.pt')
+    assert st['epoch'] == 1 and st['pos'] > 0, (st['epoch'], st['pos'])   # the state on disk is mid-epoch
+    assert not (killed / 'test_predictions.csv').exists()
+    res = last_json(cli(['train', '--resume', str(killed), '--json']).stdout)
+    assert res['run_id'] == st['run_id']                        # the same MLflow run continues
+    for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
+        assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
+    for f in ('best.safetensors', 'last.safetensors'):
+        a, b = load_st(tmp_path / 'full' / f), load_st(killed / f)
+        assert set(a) == set(b)
+        for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
+
+
+def test_two_process_gloo_equals_one_process(synth_root, tmp_path):
+    "torchrun --nproc_per_node 2 (gloo) with batch 2 per process = 1 process with batch 4."
+    cfgp = tmp_path / 'cfg.yaml'
+    save_config(make_config('demo', tiny_overrides(synth_root)), cfgp)
+    one = last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(tmp_path / 'one'), '--json']).stdout)
+    script = tmp_path / 'run_steanet.py'
+    script.write_text('import sys\nfrom steanet.cli import main\nsys.exit(main(sys.argv[1:]))\n')
+    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
+    r = subprocess.run([PY, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), 'train',
+                        '--config', str(cfgp), '--set', 'train.batch_size=2', '--run-dir', str(tmp_path / 'two'), '--json'],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    two = last_json(r.stdout)
+    assert two['world_size'] == 2 and one['world_size'] == 1
+    for k in ('val/top1', 'test/top1', 'best_val_top1'):
+        assert two['metrics'][k] == pytest.approx(one['metrics'][k]), k
+    for k in ('val/loss', 'train/epoch_loss', 'test/loss'):
+        assert two['metrics'][k] == pytest.approx(one['metrics'][k], abs=1e-4), k
+    a, b = load_st(tmp_path / 'one' / 'last.safetensors'), load_st(tmp_path / 'two' / 'last.safetensors')
+    for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def _free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=30) as r: return json.loads(r.read())
+
+
+def _post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=30) as r: return json.loads(r.read())
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port(); d = tmp_path / 'server'; d.mkdir()
+    exe = Path(PY).with_name('mlflow')
+    p = subprocess.Popen([str(exe), 'server', '--host', '127.0.0.1', '--port', str(port),
+                          '--backend-store-uri', f'sqlite:///{d}/mlflow.db', '--artifacts-destination', str(d / 'artifacts'),
+                          '--workers', '1'],
+                         stdout=subprocess.DEVNULL, stderr=open(d / 'server.log', 'w'), start_new_session=True,
+                         env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY='true'))
+    url = f'http://127.0.0.1:{port}'
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + '/health', timeout=2); break
+            except Exception:
+                if p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f'mlflow server did not start: {(d / "server.log").read_text()[-3000:]}')
+                time.sleep(0.5)
+        yield url, d
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        try: p.wait(20)
+        except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_train_against_mlflow_server(synth_root, tmp_path, monkeypatch, mlflow_server):
+    from steanet.train import fit
+    url, d = mlflow_server
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', url)
+    res = fit(make_config('demo', tiny_overrides(synth_root, **{'tracking.enabled': 'true',
+                                                                'tracking.experiment': 'http-test', 'tracking.log_every': 1})),
+              run_dir=tmp_path / 'run', progress=False)
+    api = url + '/api/2.0/mlflow'
+    exp = _get(api + '/experiments/get-by-name?experiment_name=http-test')['experiment']
+    runs = _post(api + '/runs/search', {'experiment_ids': [exp['experiment_id']]})['runs']
+    assert [r['info']['run_id'] for r in runs] == [res['run_id']]
+    run = runs[0]; assert run['info']['status'] == 'FINISHED'
+    params = {p['key']: p['value'] for p in run['data']['params']}
+    tags = {t['key']: t['value'] for t in run['data']['tags']}
+    metrics = {m['key']: m['value'] for m in run['data']['metrics']}
+    assert params['train.lr'] == '0.003' and params['backbone.name'] == 'steanet-tiny'
+    assert tags['variant'] == 'steanet' and tags['tunable_params'] == str(res['tunable_params']) and 'dataset_hash' in tags
+    for k in ('val/top1', 'val/mean_class_acc', 'val/macro_f1', 'val/top5', 'test/top1', 'train/loss', 'train/lr',
+              'perf/clips_per_s', 'perf/epoch_s', 'perf/peak_mem_mb'):
+        assert k in metrics, k
+    assert metrics['test/top1'] == pytest.approx(res['metrics']['test/top1'])
+    q = urllib.parse.urlencode({'run_id': res['run_id'], 'metric_key': 'val/top1'})
+    hist = _get(api + '/metrics/get-history?' + q)['metrics']
+    assert sorted(m['step'] for m in hist) == [1, 2]
+    q = urllib.parse.urlencode({'run_id': res['run_id'], 'metric_key': 'train/loss'})
+    assert len(_get(api + '/metrics/get-history?' + q)['metrics']) == 8   # 4 steps x 2 epochs, log_every=1
+    arts = {f['path'] for f in _get(api + '/artifacts/list?run_id=' + res['run_id']).get('files', [])}
+    assert {'config.yaml', 'confusion.png', 'per_class.csv', 'test_predictions.csv', 'curves.png', 'checkpoint'} <= arts
+    ck = {f['path'] for f in _get(api + '/artifacts/list?' + urllib.parse.urlencode(
+        {'run_id': res['run_id'], 'path': 'checkpoint'}))['files']}
+    assert ck == {'checkpoint/best.safetensors', 'checkpoint/best.json'}
+    # the artifacts went to the server's store, not into the project
+    assert list((d / 'artifacts').rglob('best.safetensors'))
+    assert not (Path(os.environ['STEANET_HOME']) / 'mlruns').exists()
+
+
+@pytest.fixture(scope='module')
+def tiny_run(synth_root, tmp_path_factory):
+    "One `steanet train --json` run of the tiny config (1 epoch), shared by the eval/predict tests."
+    d = tmp_path_factory.mktemp('cli')
+    r = cli(['train', '--config', 'demo', '--set', *tiny_overrides(synth_root, **{'train.epochs': 1}),
+             '--run-dir', str(d / 'run'), '--json'], env={'STEANET_HOME': str(d)})
+    return d, last_json(r.stdout)
+
+
+def test_cli_train_and_eval(tiny_run):
+    d, res = tiny_run
+    assert 0 <= res['metrics']['test/top1'] <= 1 and Path(res['best_checkpoint']).is_file()
+    assert res['tunable_params'] > 0 and res['run_id'] is None           # tracking off in the tiny config
+    ev = last_json(cli(['eval', '--checkpoint', str(d / 'run'), '--views', '2', '--json']).stdout)
+    assert ev['views'] == 2 and ev['n'] == 8 and 0 <= ev['top1'] <= 1
+    bad = cli(['eval', '--checkpoint', str(d / 'nope'), '--json'], check=False)
+    assert bad.returncode == 1 and 'not found' in last_json(bad.stdout)['error']
+
+
+def test_cli_predict_real_videos(tiny_run, tmp_path, fixtures_dir):
+    "`predict` on the real fixture videos (H.264, MPEG-4 AVI) from a tiny-config checkpoint."
+    d, res = tiny_run
+    vids = sorted(str(p) for p in (fixtures_dir / 'videos').iterdir())
+    out = tmp_path / 'pred.csv'
+    pr = last_json(cli(['predict', '--checkpoint', res['best_checkpoint'], *vids, '--topk', '3', '--csv', str(out),
+                        '--json']).stdout)
+    assert len(pr['predictions']) == 3
+    for p in pr['predictions']:
+        assert p['error'] is None and len(p['top']) == 3
+        assert sum(t['prob'] for t in p['top']) <= 1 + 1e-6 and p['top'][0]['prob'] >= p['top'][1]['prob']
+    assert len(out.read_text().splitlines()) == 1 + 9
+    bad = cli(['predict', '--checkpoint', res['best_checkpoint'], str(tmp_path / 'nope.mp4'), '--json'], check=False)
+    assert bad.returncode == 1 and 'no such file' in last_json(bad.stdout)['predictions'][0]['error']
