@@ -176,3 +176,101 @@ def test_outputs_go_to_an_mlflow_run(tmp_path):
     assert arts == ['explain/c0.ig.gif', 'explain/c0.occlusion.gif', 'explain/c0.png']
     m = client.get_run(run_id).data.metrics
     assert m['explain.ig.hit_rate'] == pytest.approx(1.0) and 'explain.occlusion.deletion_auc_random' in m
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On trained STEANet models (trained once per test session by the demo's own code, in a session temp project)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _train_demo(tmp_path_factory, name, quick):
+    import os
+    pytest.importorskip('steanet.demo')
+    home = tmp_path_factory.mktemp(name)
+    old = os.environ.get('STEANET_HOME'); os.environ['STEANET_HOME'] = str(home)
+    try: return ex.demo_checkpoint(quick=quick)
+    finally:
+        if old is None: os.environ.pop('STEANET_HOME', None)
+        else: os.environ['STEANET_HOME'] = old
+
+
+@pytest.fixture(scope='session')
+def quick_model(tmp_path_factory):
+    "A small demo-style STEANet (`explain.QUICK_DEMO`: fewer videos, pre-training steps and epochs), for the CLI."
+    return _train_demo(tmp_path_factory, 'quick_demo', quick=True)
+
+
+@pytest.fixture(scope='session')
+def demo_model(tmp_path_factory):
+    "The demo's trained `steanet` model: `run_demo` with the demo's recipe, only the `steanet` variant, no MLflow."
+    return _train_demo(tmp_path_factory, 'demo', quick=False)
+
+
+def _per_class(records, k):
+    "The first `k` test records of every class."
+    out = []
+    for c in sorted({r.label for r in records}): out += [r for r in records if r.label == c][:k]
+    return out
+
+
+FULL = pytest.mark.skipif(not __import__('os').environ.get('STEANET_SLOW_TESTS'),
+                          reason='trains the full demo model (minutes on 2 cores); set STEANET_SLOW_TESTS=1')
+
+
+@FULL
+def test_acceptance_on_the_demo_model(demo_model):
+    """Issue 7's acceptance on 24 synthetic test clips (3 per class): pointing game >= 0.9 (IG) and >= 0.7 (Occlusion,
+    1x4x4 windows), mass in the masks >= 4x their pixel share for both, deletion AUC below random for every method."""
+    from steanet.data import load_records
+    model, meta, cfg = ex.load_explain_model(demo_model)
+    assert meta['config']['adapters']['variant'] == 'steanet'
+    mean, std = ex.model_norm(model)
+    items = list(ex.clip_items(cfg, _per_class(load_records(cfg.data, 'test')[0], 3), mean, std, meta['class_names']))
+    assert len(items) == 24 and all(it['mask'] is not None and it['mask'].any() for it in items)
+    res = ex.evaluate_attributions(model, items, list(ex.METHODS), cfg.explain, steps=8, n_random=2)
+    print('\n' + ex.summary_table(res))
+    s = res['summary']
+    assert res['accuracy'] >= 0.9, res['accuracy']
+    assert s['ig']['hit_rate'] >= 0.9, s['ig']
+    assert s['occlusion']['hit_rate'] >= 0.7, s['occlusion']
+    for m in ('ig', 'occlusion'): assert s[m]['mass_in_mask'] >= 4 * s[m]['mask_share'], (m, s[m])
+    for m, r in s.items(): assert r['deletion_auc'] < r['deletion_auc_random'], (m, r)
+
+def test_explain_cli_on_a_dataset(quick_model, tmp_path):
+    import contextlib, io
+    from steanet.tracking import setup_mlflow
+    from steanet.config import get_preset
+    ck = quick_model
+    client, exp_id, _ = setup_mlflow(get_preset('demo'), experiment='explain-cli')
+    run_id = client.create_run(exp_id).info.run_id
+    out = tmp_path / 'ds'; buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = ex.explain_cli(['--checkpoint', str(ck), '--dataset', 'checkpoint', '--limit', '2', '--method', 'ig',
+                             'temporal', '--out', str(out), '--steps', '4', '--random', '1', '--max-figures', '1',
+                             '--mlflow-run', run_id, '--set', 'explain.ig_steps=8', '--json'])
+    assert rc == 0
+    j = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert j['n_clips'] == 2 and set(j['summary']) == {'ig', 'temporal'} and j['run_id'] == run_id
+    assert j['summary']['ig']['hit_rate'] is not None and j['files'] == 3           # 1 figure + 2 GIFs
+    assert (out / 'summary.json').exists() and len(list(out.glob('*.png'))) == 1
+    assert {a.path for a in client.list_artifacts(run_id, 'explain')} >= {'explain/summary.json'}
+    # errors name the problem
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert ex.explain_cli(['--checkpoint', str(ck), str(tmp_path / 'missing.mp4'), '--json']) == 1
+        assert ex.explain_cli(['--checkpoint', str(ck), '--json']) == 1
+    lines = [json.loads(l) for l in buf.getvalue().strip().splitlines()]
+    assert 'missing.mp4' in lines[0]['error'] and 'nothing to explain' in lines[1]['error']
+
+
+def test_explain_cli_on_real_video_files(quick_model, tmp_path, fixtures_dir):
+    "A real H.264 file (not synthetic), resized to the model's 32 px: maps and files, no masks, so no pointing game."
+    import contextlib, io
+    ck = quick_model
+    out2 = tmp_path / 'videos'; buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = ex.explain_cli(['--checkpoint', str(ck), str(fixtures_dir / 'videos' / 'short_32frames.mp4'),
+                             '--method', 'saliency', '--out', str(out2), '--no-faithfulness', '--json'])
+    assert rc == 0
+    j = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert j['n_clips'] == 1 and j['summary']['saliency']['hit_rate'] is None
+    assert (out2 / 'short_32frames.png').exists() and (out2 / 'short_32frames.saliency.gif').exists()
