@@ -11,9 +11,9 @@ from typing import Any, Optional, Union
 
 # %% auto #0
 __all__ = ['PRESETS', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig', 'TuneConfig',
-           'ExplainConfig', 'ExperimentConfig', 'ConfigError', 'config_from_dict', 'config_to_dict', 'flatten_config',
-           'atomic_write', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'get_preset', 'make_config',
-           'project_dir', 'cache_dir']
+           'ExplainConfig', 'ExperimentConfig', 'SteanetError', 'ConfigError', 'config_from_dict', 'config_to_dict',
+           'flatten_config', 'atomic_write', 'save_config', 'load_config', 'merge_config', 'apply_overrides',
+           'get_preset', 'make_config', 'project_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #05da860c
 @dataclass
@@ -145,7 +145,11 @@ class ExperimentConfig:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 # %% ../nbs/00_config.ipynb #668b882f
-class ConfigError(ValueError):
+class SteanetError(Exception):
+    """The base of every error steanet expects and explains (bad config, data, checkpoint, store, ...): the CLI prints
+    its message as one line and exits 1; anything else is a bug and keeps its traceback."""
+
+class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
 def _hints(cls) -> dict:
