@@ -19,7 +19,7 @@ from . import tracking
 
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZE_BINS', 'PRETRAIN_VERSION', 'DEMO_VARIANTS', 'render_frames', 'pretrain_tiny_backbone',
-           'shuffle_frames', 'demo_videos', 'run_demo', 'default_threads', 'demo_table', 'demo_cli']
+           'shuffle_frames', 'demo_videos', 'run_demo', 'default_threads', 'demo_table']
 
 # %% ../nbs/05a_demo.ipynb #48694f6f
 PALETTE = np.array([[225, 70, 40], [40, 105, 230], [60, 190, 70], [230, 210, 50],
@@ -213,33 +213,3 @@ def demo_table(res: dict) -> str:
         rows.append(f"{v:<14}{r['test_acc']:>10.3f}{(f'{sh:.3f}' if sh is not None else '-'):>10}"
                     f"{r['tunable_params']:>10,}{r['seconds']:>9.1f}")
     return '\n'.join(rows)
-
-def demo_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet demo`: the embedded demo."
-    p = argparse.ArgumentParser(prog='steanet demo', description=__doc__ or 'The embedded synthetic demo.')
-    p.add_argument('--set', dest='overrides', nargs='+', action='append', default=[], metavar='KEY=VALUE',
-                   help='overrides on the demo preset, e.g. --set train.epochs=4')
-    p.add_argument('--variants', default=','.join(DEMO_VARIANTS), help='comma-separated variants to train')
-    p.add_argument('--n-per-class', type=int, default=32, help='synthetic training videos per class')
-    p.add_argument('--pretrain-steps', type=int, default=400, help='image pre-training steps of the tiny tower')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: all cores)')
-    p.add_argument('--json', action='store_true', help='print one JSON summary as the last stdout line')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    a = p.parse_args(argv)
-    threads = a.threads or default_threads(); torch.set_num_threads(threads)
-    prog = not (a.json or a.quiet or os.environ.get('CI'))
-    try:
-        res = run_demo([o for g in a.overrides for o in g], [v.strip() for v in a.variants.split(',') if v.strip()],
-                       a.n_per_class, pretrain={'steps': a.pretrain_steps}, seed=a.seed, progress=prog)
-    except Exception as e:
-        print(f'steanet demo: error: {type(e).__name__}: {e}', file=sys.stderr)
-        if a.json: print(json.dumps({'error': f'{type(e).__name__}: {e}'}))
-        return 1
-    if not a.json or True:
-        print(demo_table(res), file=sys.stdout if not a.json else sys.stderr)
-        msg = (f"\n{len(res['runs'])} runs in MLflow experiment '{res['experiment']}' at {res['tracking_uri']} "
-               f"({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}")
-        print(msg, file=sys.stdout if not a.json else sys.stderr)
-    if a.json: print(json.dumps({**res, 'threads': threads}))
-    return 0

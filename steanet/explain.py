@@ -24,7 +24,7 @@ __all__ = ['METHODS', 'QUICK_DEMO', 'as_clip', 'model_device', 'model_norm', 'ma
            'deletion_insertion', 'clip_frames', 'plot_attribution', 'plot_methods', 'overlay_frames', 'gif_bytes',
            'save_gif', 'save_figure', 'evaluate_attributions', 'summary_table', 'load_explain_model', 'clip_items',
            'video_records', 'find_demo_checkpoint', 'demo_checkpoint', 'ClipWriter', 'summary_metrics',
-           'log_explanation', 'explain_run', 'explain_cli']
+           'log_explanation', 'explain_run']
 
 # %% ../nbs/07_explain.ipynb #261c3751
 METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')
@@ -650,56 +650,3 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
         if not rid: raise ValueError(f'{checkpoint}: the checkpoint records no MLflow run id; pass --mlflow-run RUN_ID')
         res['run_id'] = log_explanation(rid, out, res, cfg)
     return res
-
-def explain_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet explain`: Captum attributions of a checkpoint on video files or a dataset, drawn and measured."
-    p = argparse.ArgumentParser(prog='steanet explain', description='Where and when a trained model finds the emotion: '
-                                'Captum attributions as space-time maps, figures, GIFs and faithfulness measures.')
-    p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
-    p.add_argument('--checkpoint', required=True, help='run folder, best.safetensors or its .json')
-    p.add_argument('--method', nargs='+', choices=METHODS, help='attribution methods (default: explain.methods)')
-    p.add_argument('--dataset', help="'checkpoint' (the checkpoint's dataset) or a preset / config file; with --limit")
-    p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
-    p.add_argument('--limit', type=int, help='explain only the first N clips of --dataset')
-    p.add_argument('--target', type=int, help='class to explain (default: the predicted one)')
-    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json)')
-    p.add_argument('--set', dest='overrides', nargs='+', action='append', default=[], metavar='KEY=VALUE',
-                   help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black')
-    p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves')
-    p.add_argument('--steps', type=int, default=16, help='points of each deletion/insertion curve - 1')
-    p.add_argument('--random', type=int, default=4, help='random orderings to compare against')
-    p.add_argument('--max-figures', type=int, default=8, help='draw figures/GIFs for at most N clips')
-    p.add_argument('--no-gifs', action='store_true')
-    p.add_argument('--mlflow-run', help="log the outputs to this MLflow run id ('checkpoint': the checkpoint's run)")
-    p.add_argument('--backbone-weights', help='the backbone weights file, if it moved since training')
-    p.add_argument('--allow-backbone-mismatch', action='store_true')
-    p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda when available)')
-    p.add_argument('--json', action='store_true', help='print one JSON summary as the last stdout line')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    a = p.parse_args(argv)
-    import os
-    try:
-        res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
-                          target=a.target, out=a.out, overrides=[o for g in a.overrides for o in g],
-                          faithfulness=not a.no_faithfulness, steps=a.steps, n_random=a.random,
-                          max_figures=a.max_figures, gifs=not a.no_gifs, mlflow_run=a.mlflow_run,
-                          backbone_weights=a.backbone_weights, allow_backbone_mismatch=a.allow_backbone_mismatch,
-                          device=a.device, progress=not (a.json or a.quiet or os.environ.get('CI')))
-    except Exception as e:
-        known = (ValueError, FileNotFoundError, KeyError)
-        try:
-            from steanet.train import CheckpointError; known += (CheckpointError,)
-        except ImportError: pass
-        if not isinstance(e, known): raise
-        print(f'steanet explain: error: {e}', file=sys.stderr)
-        if a.json: print(json.dumps({'error': f'{type(e).__name__}: {e}'}))
-        return 1
-    if not a.json:
-        print(summary_table(res))
-        print(f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}" +
-              (f", logged to MLflow run {res['run_id']}" if res['run_id'] else ''))
-    else:
-        print(json.dumps(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'],
-                              methods=res['methods'], out=res['out'], files=len(res['files']),
-                              seconds=round(res['seconds'], 2), run_id=res['run_id'])))
-    return 0

@@ -24,8 +24,7 @@ __all__ = ['CKPT_FORMAT', 'dist_info', 'resolve_device', 'init_distributed', 'am
            'set_deterministic', 'SeededItems', 'epoch_batches', 'param_groups', 'lr_at', 'classification_metrics',
            'predict_loader', 'evaluate', 'CheckpointError', 'frozen_state_sha256', 'save_checkpoint',
            'read_checkpoint_meta', 'load_checkpoint', 'save_resume_state', 'load_resume_state', 'find_run_dir',
-           'run_records', 'make_loader', 'TrainingDiverged', 'fit', 'train_cli', 'eval_checkpoint', 'eval_cli',
-           'predict_videos', 'predict_cli', 'run_splits', 'splits_cli']
+           'run_records', 'make_loader', 'TrainingDiverged', 'fit', 'eval_checkpoint', 'predict_videos', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -653,55 +652,6 @@ def _log_test_artifacts(mrun, run_dir: Path, tm: dict, pred: dict, records, clas
     atomic_write(run_dir / 'test_predictions.csv', '\n'.join(lines) + '\n')
     mrun.log_artifact(run_dir / 'test_predictions.csv')
 
-# %% ../nbs/05_train.ipynb #aec992fb
-def _config_args(p: argparse.ArgumentParser, default: Optional[str] = 've8'):
-    p.add_argument('--config', default=default, help='preset name (ve8, ek6, demo) or a YAML/JSON config file')
-    p.add_argument('--set', dest='overrides', nargs='+', action='append', default=[], metavar='KEY=VALUE',
-                   help='config overrides, e.g. --set train.lr=3e-4 adapters.tea_ratio=0')
-    p.add_argument('--json', action='store_true', help='print one JSON summary as the last stdout line (no progress bars)')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-
-def _overrides(a) -> list: return [o for group in a.overrides for o in group]
-def _progress(a) -> bool: return not (a.json or a.quiet or os.environ.get('CI'))
-
-def _emit(a, obj: dict):
-    if a.json: print(json.dumps(_jsonable(obj)), flush=True)
-
-def _scalar_metrics(m: dict) -> dict:
-    return {k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}
-
-def _fail(cmd: str, e: Exception, a=None) -> int:
-    print(f'steanet {cmd}: error: {e}', file=sys.stderr)
-    if a is not None and getattr(a, 'json', False): print(json.dumps({'error': f'{type(e).__name__}: {e}'}))
-    return 1
-
-_EXPECTED = (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, ValueError, tracking.TrackingError)
-
-def train_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet train`: train a variant on a dataset, log to MLflow, keep best/last checkpoints, then test."
-    p = argparse.ArgumentParser(prog='steanet train', description='Train STEANet (or a baseline variant) on a dataset.')
-    _config_args(p)
-    p.add_argument('--resume', metavar='RUN_DIR|RUN_ID', help='continue a killed run from its folder or MLflow run id')
-    p.add_argument('--run-dir', help='run folder (default: <train.out_dir>/<dataset>/<run name>)')
-    p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
-                   help='also save the resume state every N optimiser steps within an epoch (0: at epoch ends only)')
-    p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
-    a = p.parse_args(argv)
-    try:
-        res = fit(a.config if not a.resume else None, overrides=_overrides(a), resume=a.resume, run_dir=a.run_dir,
-                  checkpoint_every=a.checkpoint_every, progress=_progress(a), test=not a.no_test)
-    except _EXPECTED as e: return _fail('train', e, a)
-    if dist_info()[0] != 0: return 0
-    m = res['metrics']
-    if not a.json:
-        print(f"run {res['run_id'] or '(tracking off)'}  folder {res['run_dir']}")
-        print(f"tunable params {res['tunable_params']:,} of {res['total_params']:,}; {res['seconds']:.1f} s")
-        for k in ('best_val_top1', 'test/top1', 'test/top5', 'test/mean_class_acc', 'test/macro_f1'):
-            if m.get(k) is not None: print(f'  {k:<22} {m[k]:.4f}')
-        print(f"best checkpoint {res['best_checkpoint']}")
-    _emit(a, {**{k: v for k, v in res.items() if k not in ('history', 'metrics')}, 'metrics': _scalar_metrics(m)})
-    return 0
-
 # %% ../nbs/05_train.ipynb #0912d64c
 def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int] = None, subset: str = 'test',
                     overrides: Sequence[str] = (), records=None, allow_backbone_mismatch: bool = False,
@@ -720,32 +670,6 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     m.update(views=cfg.data.num_clips * cfg.data.test_crops, num_clips=cfg.data.num_clips, test_crops=cfg.data.test_crops,
              subset=subset, checkpoint=str(checkpoint), class_names=meta['class_names'])
     return m
-
-def eval_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet eval`: multi-view test of a checkpoint."
-    p = argparse.ArgumentParser(prog='steanet eval', description='Multi-view test of a trained checkpoint.')
-    p.add_argument('--checkpoint', required=True, help='run folder, best.safetensors or its .json')
-    p.add_argument('--views', type=int, default=None, help='temporal views (clips) per video (default: as trained)')
-    p.add_argument('--crops', type=int, default=None, choices=(1, 3), help='spatial crops per clip')
-    p.add_argument('--subset', default='test', help='which subset of the dataset (test, val, train)')
-    p.add_argument('--backbone-weights', help='the backbone weights file, if it moved since training')
-    p.add_argument('--allow-backbone-mismatch', action='store_true', help='evaluate even if the backbone sha256 differs')
-    p.add_argument('--set', dest='overrides', nargs='+', action='append', default=[], metavar='KEY=VALUE',
-                   help="overrides on the checkpoint's config, e.g. --set data.root=/other/videos data.split=2")
-    p.add_argument('--json', action='store_true', help='print one JSON summary as the last stdout line')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
-    a = p.parse_args(argv)
-    try:
-        m = eval_checkpoint(a.checkpoint, a.views, a.crops, a.subset, _overrides(a),
-                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                            progress=_progress(a))
-    except _EXPECTED as e: return _fail('eval', e, a)
-    if not a.json:
-        print(f"{a.checkpoint}: {m['n']} videos, {m['views']} views")
-        for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss'):
-            if m.get(k) is not None: print(f'  {k:<16} {m[k]:.4f}')
-    _emit(a, m)
-    return 0
 
 # %% ../nbs/05_train.ipynb #d903a706
 def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[int] = None,
@@ -772,41 +696,7 @@ def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[
             out.append({'video': str(v), 'top': [], 'error': f'{type(e).__name__}: {e}'})
     return out
 
-def predict_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet predict`: top-k emotions for video files."
-    p = argparse.ArgumentParser(prog='steanet predict', description='Top-k emotions of video files from a checkpoint.')
-    p.add_argument('videos', nargs='+', help='video files')
-    p.add_argument('--checkpoint', required=True, help='run folder, best.safetensors or its .json')
-    p.add_argument('--topk', type=int, default=3)
-    p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
-    p.add_argument('--csv', help='also write the predictions to this CSV file')
-    p.add_argument('--backbone-weights', help='the backbone weights file, if it moved since training')
-    p.add_argument('--allow-backbone-mismatch', action='store_true')
-    p.add_argument('--json', action='store_true', help='print one JSON object as the last stdout line')
-    a = p.parse_args(argv)
-    try: preds = predict_videos(a.checkpoint, a.videos, a.topk, a.views, a.allow_backbone_mismatch, a.backbone_weights)
-    except _EXPECTED as e: return _fail('predict', e, a)
-    if a.csv:
-        lines = ['video,rank,class,prob,error']
-        for r in preds:
-            if r['error']: lines.append(f'"{r["video"]}",,,,"{r["error"]}"')
-            lines += [f'"{r["video"]}",{k + 1},{t["class"]},{t["prob"]:.5f},' for k, t in enumerate(r['top'])]
-        atomic_write(a.csv, '\n'.join(lines) + '\n')
-    if not a.json:
-        for r in preds:
-            print(f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
-                                       ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])))
-    _emit(a, {'predictions': preds, 'csv': a.csv})
-    return 0 if all(r['error'] is None for r in preds) else 1
-
 # %% ../nbs/05_train.ipynb #523682fb
-def _parse_splits(s: str) -> list:
-    out = []
-    for part in s.split(','):
-        if '-' in part: a, b = part.split('-'); out += list(range(int(a), int(b) + 1))
-        elif part.strip(): out.append(int(part))
-    return out
-
 def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progress: bool = True) -> dict:
     "Train and test each split (nested runs under one parent); mean and std of the test metrics."
     cfg = make_config(cfg, overrides)
@@ -832,17 +722,3 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
     except BaseException:
         parent.end('FAILED'); raise
     return {'splits': per, 'summary': summary, 'run_id': parent.run_id}
-
-def splits_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet splits`: every split of a dataset, mean +- std."
-    p = argparse.ArgumentParser(prog='steanet splits', description='Train and test every split; report mean +- std.')
-    _config_args(p)
-    p.add_argument('--splits', default='1-10', help='split numbers, e.g. 1-10 or 1,3,5')
-    a = p.parse_args(argv)
-    try: res = run_splits(a.config, _parse_splits(a.splits), _overrides(a), progress=_progress(a))
-    except _EXPECTED as e: return _fail('splits', e, a)
-    if not a.json:
-        for s, v in res['splits'].items(): print(f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f}")
-        for k, v in res['summary'].items(): print(f"{k:<22} {v['mean']:.4f} +- {v['std']:.4f}")
-    _emit(a, res)
-    return 0

@@ -24,7 +24,7 @@ __all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR
            'make_storage', 'make_sampler', 'make_pruner', 'worker_info', 'worker_is_dead', 'counted_trials', 'Recovery',
            'recover_interrupted', 'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates',
            'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'load_trial_config',
-           'retrain_best', 'tune_parser', 'tune_config', 'tune_cli']
+           'retrain_best']
 
 # %% ../nbs/06_tune.ipynb #67b2c1ca
 ADAPTER_KEYS = {'s': 's_ratio', 't': 't_ratio', 'mlp': 'mlp_ratio', 'tea': 'tea_ratio', 'sea': 'sea_ratio'}
@@ -770,71 +770,3 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     if rid and tracker.client.get_run(rid).info.status == 'RUNNING': tracker.client.set_terminated(rid, status='FINISHED')
     return {'trial': t.number, 'trial_values': list(t.values), 'params': t.params, 'epochs': tcfg.train.epochs,
             'run_id': rid, 'result': res}
-
-# %% ../nbs/06_tune.ipynb #4e6c2a1e
-def _load_fn(spec: str):
-    import importlib
-    mod, _, name = spec.partition(':')
-    if not name: raise ConfigError(f'--fit {spec!r}: expected module:function')
-    return getattr(importlib.import_module(mod), name)
-
-def tune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='steanet tune', description='Optuna study of adapter widths, logged to MLflow. '
-                                'Run the same command again to continue a study, or N times to share it between workers.')
-    p.add_argument('--config', default=None, help='preset (ve8, ek6, demo) or YAML/JSON config (default: ve8)')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. tune.ratios=[0,0.25]')
-    p.add_argument('--study', help='study name (tune.study); the same name resumes / shares the study')
-    p.add_argument('--storage', help='Optuna storage URL (tune.storage): sqlite:///x.db, postgresql+psycopg://user@host/db, '
-                   'journal:PATH; default sqlite:///mlruns/optuna.db')
-    p.add_argument('--n-trials', type=int, help="the study's trial budget over all workers (tune.n_trials)")
-    p.add_argument('--timeout', type=float, help='seconds this worker runs new trials (tune.timeout)')
-    p.add_argument('--objectives', help='accuracy | accuracy,params (multi-objective: NSGA-II, Pareto front)')
-    p.add_argument('--sampler', help='auto | tpe | nsga2 | random')
-    p.add_argument('--pruner', help='median | hyperband | none (options: median:n_startup_trials=5)')
-    p.add_argument('--epochs', type=int, help='epochs per trial (tune.epochs)')
-    p.add_argument('--device', help='train.device for this worker, e.g. cuda:1')
-    p.add_argument('--retrain-best', action='store_true', help='retrain the best trial on the full train split, test once')
-    p.add_argument('--trial', type=int, help='with --retrain-best: this trial instead of the best')
-    p.add_argument('--retrain-epochs', type=int, help='with --retrain-best: epochs (default: the base config\'s train.epochs)')
-    p.add_argument('--fit', default=None, help='module:function trained per trial instead of steanet.train.fit')
-    p.add_argument('--no-plots', action='store_true', help='skip the study plots')
-    p.add_argument('--json', action='store_true', help='print one JSON summary as the last stdout line (no progress bar)')
-    return p
-
-def tune_config(args) -> ExperimentConfig:
-    "The config `steanet tune` runs: `--config`, `--set`, then the tune flags."
-    ov = list(args.set or [])
-    for flag, key in (('study', 'tune.study'), ('storage', 'tune.storage'), ('n_trials', 'tune.n_trials'),
-                      ('timeout', 'tune.timeout'), ('objectives', 'tune.objectives'), ('sampler', 'tune.sampler'),
-                      ('pruner', 'tune.pruner'), ('epochs', 'tune.epochs'), ('device', 'train.device')):
-        v = getattr(args, flag)
-        if v is not None: ov.append(f'{key}={v}' if flag != 'pruner' else f'{key}="{v}"')
-    return make_config(args.config, ov)
-
-def tune_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet tune ...`: run or continue a study, or `--retrain-best`."
-    args = tune_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        cfg = tune_config(args)
-        fit_fn = _load_fn(args.fit) if args.fit else None
-        if args.retrain_best:
-            out = retrain_best(cfg, number=args.trial, epochs=args.retrain_epochs, fit_fn=fit_fn)
-            res = out['result'] if isinstance(out['result'], dict) else {}
-            out['result'] = {k: v for k, v in res.items() if isinstance(v, (int, float, str, dict, list, type(None)))}
-        else:
-            out = run_study(cfg, fit_fn=fit_fn, progress=not args.json, plots=not args.no_plots,
-                            log=None if not args.json else (lambda s: print(s, file=sys.stderr)))
-    except ConfigError as e:
-        print(f'steanet tune: {e}', file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print('steanet tune: interrupted; run the same command to continue the study', file=sys.stderr); return 130
-    if args.json: print(json.dumps(out, default=str))
-    else:
-        if not args.retrain_best:
-            print(f"study {out['study']}: {out['n_counted']}/{cfg.tune.n_trials} trials "
-                  f"({', '.join(f'{k.lower()} {v}' for k, v in out['states'].items() if v)}), {out['seconds']:.0f}s")
-            if out.get('best'): print(f"best: trial {out['best']['number']} {out.get('best_values')} {out['best']['params']}")
-            for p in out.get('pareto_front', []): print(f"  pareto: trial {p['number']} {p['values']}")
-        else:
-            print(f"retrained trial {out['trial']} for {out['epochs']} epochs: {out['result'].get('metrics', out['result'])}")
-    return 1 if out.get('stopped') == 'three trials in a row failed' else 0

@@ -10,6 +10,7 @@ from torch import nn
 
 from steanet.config import ExplainConfig
 from steanet import explain as ex
+from steanet.cli import main
 
 
 class ToyVideoNet(nn.Module):
@@ -244,9 +245,9 @@ def test_explain_cli_on_a_dataset(quick_model, tmp_path):
     run_id = client.create_run(exp_id).info.run_id
     out = tmp_path / 'ds'; buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = ex.explain_cli(['--checkpoint', str(ck), '--dataset', 'checkpoint', '--limit', '2', '--method', 'ig',
-                             'temporal', '--out', str(out), '--steps', '4', '--random', '1', '--max-figures', '1',
-                             '--mlflow-run', run_id, '--set', 'explain.ig_steps=8', '--json'])
+        rc = main(['explain', '--checkpoint', str(ck), '--dataset', 'checkpoint', '--limit', '2', '--method', 'ig',
+                   'temporal', '--out', str(out), '--steps', '4', '--random', '1', '--max-figures', '1',
+                   '--mlflow-run', run_id, '--set', 'explain.ig_steps=8', '--json'])
     assert rc == 0
     j = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert j['n_clips'] == 2 and set(j['summary']) == {'ig', 'temporal'} and j['run_id'] == run_id
@@ -256,8 +257,8 @@ def test_explain_cli_on_a_dataset(quick_model, tmp_path):
     # errors name the problem
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert ex.explain_cli(['--checkpoint', str(ck), str(tmp_path / 'missing.mp4'), '--json']) == 1
-        assert ex.explain_cli(['--checkpoint', str(ck), '--json']) == 1
+        assert main(['explain', '--checkpoint', str(ck), str(tmp_path / 'missing.mp4'), '--json']) == 1
+        assert main(['explain', '--checkpoint', str(ck), '--json']) == 1
     lines = [json.loads(l) for l in buf.getvalue().strip().splitlines()]
     assert 'missing.mp4' in lines[0]['error'] and 'nothing to explain' in lines[1]['error']
 
@@ -268,8 +269,8 @@ def test_explain_cli_on_real_video_files(quick_model, tmp_path, fixtures_dir):
     ck = quick_model
     out2 = tmp_path / 'videos'; buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = ex.explain_cli(['--checkpoint', str(ck), str(fixtures_dir / 'videos' / 'short_32frames.mp4'),
-                             '--method', 'saliency', '--out', str(out2), '--no-faithfulness', '--json'])
+        rc = main(['explain', '--checkpoint', str(ck), str(fixtures_dir / 'videos' / 'short_32frames.mp4'),
+                   '--method', 'saliency', '--out', str(out2), '--no-faithfulness', '--json'])
     assert rc == 0
     j = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert j['n_clips'] == 1 and j['summary']['saliency']['hit_rate'] is None

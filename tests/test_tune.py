@@ -10,7 +10,7 @@ optuna = pytest.importorskip('optuna')
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = 'import sys; from steanet.tune import tune_cli; sys.exit(tune_cli(sys.argv[1:]))'
+RUNNER = 'import sys; from steanet.cli import main; sys.exit(main(["tune", *sys.argv[1:]]))'
 
 
 def _make_videos(root: Path) -> Path:
