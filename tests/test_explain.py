@@ -5,34 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from einops import rearrange, reduce
+from einops import reduce
 from torch import nn
 
 from steanet.config import ExplainConfig
 from steanet import explain as ex
 from steanet.cli import main
-
-
-class ToyVideoNet(nn.Module):
-    "B C T H W -> logits: per-frame patch conv (`visual.conv1`, as open_clip), tanh, pooled over a region and frames."
-    def __init__(self, classes=3, dim=8, patch=4, size=16, frames=4, ignore_frame=None, region=None, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.visual = nn.Module(); self.visual.conv1 = nn.Conv2d(3, dim, patch, patch, bias=False)
-        self.head = nn.Linear(dim, classes)
-        with torch.no_grad():
-            self.visual.conv1.weight.copy_(torch.randn(self.visual.conv1.weight.shape, generator=g) * 0.3)
-            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g))
-        keep = torch.ones(frames)
-        if ignore_frame is not None: keep[ignore_frame] = 0
-        n = size // patch; where = torch.ones(n, n)
-        if region is not None: where = torch.zeros(n, n); where[region] = 1
-        self.register_buffer('keep', keep / keep.sum()); self.register_buffer('where', where / where.sum())
-
-    def forward(self, x):
-        z = torch.tanh(self.visual.conv1(rearrange(x, 'b c t h w -> (b t) c h w')))
-        z = rearrange(z, '(b t) d gh gw -> b t gh gw d', b=x.shape[0])
-        return self.head(torch.einsum('btijd,ij,t->bd', z, self.where, self.keep))
+from steanet.testing import ToyVideoNet
 
 
 CFG = ExplainConfig(ig_steps=64, internal_batch_size=16, occlusion_window=(1, 4, 4), occlusion_stride=(1, 4, 4))

@@ -22,27 +22,15 @@ from steanet.config import make_config, AdapterConfig
 from steanet.model import (STEANet, build_model, load_official_checkpoint, count_parameters, mark_trainable,
                            tunable_state_dict, load_tunable_state_dict, check_backbone, save_backbone_weights,
                            RandomBackboneError, BackboneError, file_sha256)
+from steanet.testing import tiny_model as tiny, randomise_adapters as randomise   # steanet-tiny, 5 classes, random backbone
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random weights on every tiny build
-
-
-def tiny(variant='steanet', T=4, **kw):
-    kw.setdefault('pretrained', None); kw.setdefault('allow_random_backbone', True)
-    return build_model(backbone='steanet-tiny', num_classes=5, num_frames=T, variant=variant, **kw)
 
 
 def vit(image_size, patch, width=64, layers=2, heads=2, quick_gelu=False):
     "A plain open_clip VisionTransformer of any geometry (as open_clip builds it)."
     cfg = CLIPVisionCfg(width=width, layers=layers, head_width=width // heads, patch_size=patch, image_size=image_size)
     return _build_vision_tower(width, cfg, quick_gelu=quick_gelu)
-
-
-def randomise(model, std=0.2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 # ---------------------------------------------------------------- the official release's numerics
