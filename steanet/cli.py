@@ -267,8 +267,8 @@ def demo_cmd(a) -> Outcome:
     from steanet.demo import DEMO_VARIANTS, default_threads, demo_table, run_demo
     threads = a.threads or default_threads(); torch.set_num_threads(threads)
     variants = [v.strip() for v in a.variants.split(',') if v.strip()] if a.variants else list(DEMO_VARIANTS)
-    res = run_demo(a.overrides, variants, a.n_per_class, pretrain={'steps': a.pretrain_steps}, seed=a.seed,
-                   progress=progress(a))
+    res = run_demo(a.overrides, variants=variants, n_per_class=a.n_per_class, pretrain={'steps': a.pretrain_steps},
+                   seed=a.seed, progress=progress(a))
     text = (f"{demo_table(res)}\n\n{len(res['runs'])} runs in MLflow experiment '{res['experiment']}' at "
             f"{res['tracking_uri']} ({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}")
     return Outcome({**res, 'threads': threads}, text)
