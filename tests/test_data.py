@@ -1,5 +1,6 @@
 """Video data: decoding agreement on the real fixture videos, a corpus of broken files through check-data and the
-dataset (no crash, a report line per file), containers whose frame count lies, GIF, check-data / bench data CLIs."""
+dataset (no crash, a report line per file), containers whose frame count lies, GIF, the check-data CLI (`bench data` is
+tested with the bench command in test_model.py)."""
 import json, os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from steanet.config import DataConfig
 from steanet.data import (VideoRecord, DecodeError, PyAVReader, build_dataloader, build_dataset, check_data,
-                          check_data_cli, bench_data_cli, find_fixtures, open_video, read_frames, video_info, write_video)
+                          check_data_cli, find_fixtures, open_video, read_frames, video_info, write_video)
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = {'demo_340x256_h264.mp4': (280, 256, 340), 'test_320x240_mpeg4.avi': (164, 240, 320), 'short_32frames.mp4': (32, 256, 340)}
@@ -168,10 +169,3 @@ def test_check_data_cli_on_split_class_layout(videos, tmp_path, capsys):
     assert rc == 1 and out['ok'] == 3 and out['bad'] == 1 and out['classes'] == ['Fear', 'Joy']
     assert Path(out['report']).is_file() and out['by_status']['unreadable'] == 1
     assert Path(out['report']).with_suffix('.summary.json').is_file()
-
-
-def test_bench_data_cli_smoke(videos, capsys):
-    rc = bench_data_cli(['--fixtures', str(videos), '--sets', 'fixtures', '--workers', '0', '--decoders', 'decord', 'pyav',
-                         '--clips', '2', '--batch', '1', '--frames', '4', '--size', '64', '--short-side', '72', '--json'])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 0 and len(out['results']) == 2 and all(r['clips_per_s'] > 0 and r['n_bad'] == 0 for r in out['results'])
