@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+from einops import rearrange
 
 from .config import DataConfig, atomic_write
 from .data import VideoRecord, load_records, write_video, DataError
@@ -31,8 +32,9 @@ def _texture(rng, size: int, cells: int = 5) -> np.ndarray:
     "Smooth random colour texture (2·size, 2·size, 3) float, values ~ 60..190 (room to drift over)."
     g = rng.uniform(60, 190, (cells + 1, cells + 1, 3)); g += rng.uniform(-25, 25, (1, 1, 3))
     n = 2 * size; x = np.linspace(0, cells, n, endpoint=False); i = x.astype(int); f = x - i
-    rows = g[i] * (1 - f)[:, None, None] + g[i + 1] * f[:, None, None]                # (n, cells+1, 3)
-    return rows[:, i] * (1 - f)[None, :, None] + rows[:, i + 1] * f[None, :, None]  # (n, n, 3)
+    wy, wx = rearrange(f, 'y -> y 1 1'), rearrange(f, 'x -> 1 x 1')                # bilinear weights along y and x
+    rows = g[i] * (1 - wy) + g[i + 1] * wy                                          # (n, cells+1, 3)
+    return rows[:, i] * (1 - wx) + rows[:, i + 1] * wx                              # (n, n, 3)
 
 def _disc(size: int, cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
@@ -132,7 +134,9 @@ def load_mask(record) -> np.ndarray:
     if not p.is_file(): raise DataError(f'{p}: no ground-truth mask (only videos made by make_synthetic_dataset have one)')
     with np.load(p) as z:
         shape = tuple(int(s) for s in z['shape'])
-        return np.unpackbits(z['mask'], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+        m = np.unpackbits(z['mask'], axis=-1, count=shape[-1]).astype(bool)          # packed along W: (T, H, W) again
+    if m.shape != shape: raise DataError(f'{p}: mask of shape {m.shape}, expected {shape}; make the dataset again')
+    return m
 
 def sample_mask(record, indices, size: Optional[int] = None) -> np.ndarray:
     "The mask at frame `indices` (T, H, W); with `size`, resized (nearest) so the short side is `size`, then centre-cropped."
