@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 # %% auto #0
-__all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'NAME', 'LABEL', 'PATH', 'URI', 'MODEL', 'WEIGHTS', 'DEVICE', 'PRUNER',
-           'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of', 'text', 'items',
-           'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig', 'TuneConfig',
-           'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
+__all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'LABEL', 'PATH', 'URI', 'MODEL', 'WEIGHTS',
+           'DEVICE', 'PRUNER', 'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of',
+           'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
+           'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
            'config_from_dict', 'config_to_dict', 'redacted_dict', 'flatten_config', 'validate_config', 'atomic_write',
            'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset',
            'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table',
@@ -107,6 +107,7 @@ def checked(default, rule) -> Any:
 VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')                # the model's variants (steanet.model)
 FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')   # annotation formats (steanet.data)
 EXPLAIN_METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain
+ADAPTER_NAMES = ('s', 't', 'mlp', 'tea', 'sea')                          # steanet.tune's adapter keys
 NAME = text('a name of 1-100 letters, digits, ".", "_" or "-" (no spaces or slashes)', r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 LABEL = text('a label of 1-250 characters (no control characters)', r'[^\x00-\x1f\x7f]{1,250}')
 PATH = text('a path of at most 4096 characters (no control characters)')
@@ -171,7 +172,7 @@ class DataConfig:
     aspect_range: tuple = checked((3 / 4, 4 / 3), items(float, '[0.1, 10]', n=2, ordered=True))  # RandomResizedCrop aspect-ratio range (train)
     hflip: bool = True                           # random horizontal flip with probability 0.5 (train)
     short_video: str = checked('loop', ('loop', 'pad'))  # videos shorter than a clip: loop | pad (repeat last frame)
-    partial_videos: str = checked('use', ('use', 'skip'))  # a video that decodes only in part: use (gaps filled with decoded frames; counted, warned) | skip (an undecodable video, see bad_items)
+    partial_videos: str = checked('use', ('use', 'skip'))  # a video that decodes only in part: use (gaps filled, counted) | skip (as undecodable)
     decoder: str = checked('auto', ('auto', 'decord', 'pyav'))  # auto (decord, PyAV fallback) | decord | pyav
     decode_threads: int = checked(1, '[0, 64]')  # decoder threads per worker (0: the decoder decides)
     num_workers: int = checked(2, '[0, 256]')    # DataLoader workers
@@ -183,11 +184,11 @@ class TrainConfig:
     "The optimisation loop."
     epochs: int = checked(30, '[1, 100000]')     # training epochs
     batch_size: int = checked(8, '[1, 4096]')    # clips per step per process
-    global_batch: Optional[int] = checked(None, '[1, 1048576]')  # clips per optimiser step over all processes: grad_accum = global_batch / (batch_size x processes), which must divide; None: batch_size x processes x grad_accum
+    global_batch: Optional[int] = checked(None, '[1, 1048576]')  # clips per optimiser step, all processes (sets grad_accum); None: batch x procs x accum
     lr: float = checked(3e-4, '(0, 10]')         # peak learning rate (AdamW)
     betas: tuple = checked((0.9, 0.999), items(float, '[0, 1)', n=2))  # AdamW betas
     weight_decay: float = checked(0.05, '[0, 10]')  # AdamW weight decay, on the parameters decay_rule picks
-    decay_rule: str = checked('weights', ('weights', 'release'))  # weights: decay Linear/Conv weights only | release: decay everything (biases too) but LayerNorm modules and the ViT's class/positional embeddings (by module type)
+    decay_rule: str = checked('weights', ('weights', 'release'))  # weights: Linear/Conv weights only | release: all but LayerNorms, class/pos. embeddings
     warmup_epochs: float = checked(2.5, '[0, 100000]')  # linear warm-up, fractional epochs, then cosine
     min_lr: float = checked(0.0, '[0, 10]')      # cosine floor (at most lr)
     grad_accum: int = checked(1, '[1, 1024]')    # gradient accumulation steps (leave 1 when global_batch is set)
@@ -200,9 +201,9 @@ class TrainConfig:
     device: str = checked('auto', DEVICE)        # auto | cpu | cuda | cuda:N
     out_dir: str = checked('runs', PATH)         # run directories (checkpoints) go here
     eval_every: int = checked(1, '[1, 100000]')  # validate every N epochs
-    selection: str = checked('auto', ('auto', 'last'))  # the kept epoch: auto (best val top-1 on the dataset's val split or the val_fraction carve-out, else the last) | last (the release's --test-last)
-    monitor_test: bool = False                   # opt-in: also evaluate the test split at each validation (logged as monitor/test_*, never used to select)
-    max_steps: Optional[int] = checked(None, '[1, 1000000000]')  # smoke runs: stop after this many optimiser steps, then validate and test; None: all epochs
+    selection: str = checked('auto', ('auto', 'last'))  # kept epoch: auto (best val top-1 if there is a val split/carve-out, else last) | last
+    monitor_test: bool = False                   # opt-in: also evaluate test at each validation (as monitor/test_*, never to select)
+    max_steps: Optional[int] = checked(None, '[1, 1000000000]')  # smoke runs: stop after N optimiser steps, then validate and test; None: all
     limit_batches: Optional[int] = checked(None, '[1, 1000000000]')  # smoke runs: at most this many batches per train/val/test pass; None: all
     compile: bool = False                        # torch.compile the model
 
@@ -221,7 +222,7 @@ class TrackingConfig:
 class TuneConfig:
     "Optuna studies over adapter widths."
     study: str = checked('steanet-widths', NAME) # study name (resumable)
-    storage: Optional[str] = checked(None, URI)  # any Optuna storage URL; None: sqlite:///<project>/mlruns/optuna.db, next to the MLflow store wherever the command runs
+    storage: Optional[str] = checked(None, URI)  # any Optuna storage URL; None: sqlite:///<project>/mlruns/optuna.db (beside the MLflow store)
     n_trials: int = checked(20, '[1, 100000]')   # the study's trial budget over all workers (finished + running); rerunning continues the study
     timeout: Optional[float] = checked(None, '(0, 1000000000]')  # seconds this worker runs
     objectives: tuple = checked(('accuracy',), OBJECTIVES)  # accuracy | accuracy,params (multi-objective, NSGA-II)
@@ -230,7 +231,7 @@ class TuneConfig:
     epochs: int = checked(3, '[1, 100000]')      # epochs per trial
     val_fraction: float = checked(0.2, '(0, 1)') # stratified validation carve-out from train
     ratios: tuple = checked((0.0, 0.0625, 0.125, 0.25, 0.5), items(float, '[0, 1]', least=1, most=32))  # bottleneck ratio choices (0 = adapter off)
-    adapters: tuple = checked(('s', 't', 'mlp', 'tea', 'sea'), items(str, ('s', 't', 'mlp', 'tea', 'sea'), most=5, unique=True))  # which adapters' ratios are searched
+    adapters: tuple = checked(('s', 't', 'mlp', 'tea', 'sea'), items(str, ADAPTER_NAMES, most=5, unique=True))  # which adapters' ratios are searched
     lr_range: tuple = checked((1e-4, 3e-3), items(float, '(0, 10]', n=2, ordered=True))  # learning rate (log-uniform)
     scale_range: tuple = checked((0.1, 1.0), items(float, '[0, 10]', n=2, ordered=True))  # adapter_scale
     kernels: tuple = checked((1, 3, 5), items(int, 'odd [1, 31]', most=8, unique=True))  # TEA/SEA kernel choices

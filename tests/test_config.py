@@ -18,7 +18,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from steanet.config import (ConfigError, ExperimentConfig, FORMATS, EXPLAIN_METHODS, VARIANTS, SteanetError,
+from steanet.config import (ADAPTER_NAMES, ConfigError, ExperimentConfig, FORMATS, EXPLAIN_METHODS, VARIANTS, SteanetError,
                             apply_overrides, compare_to_release, config_from_dict, config_to_dict, diff_configs,
                             flatten_config, get_preset, list_presets, load_config, make_config, redact, redact_tree,
                             redacted_dict, save_config, show_config, validate_config)
@@ -70,8 +70,9 @@ def test_canonical_choices_match_the_modules():
     from steanet.data import FORMATS as data_formats
     from steanet.explain import METHODS
     from steanet.model import VARIANTS as model_variants
+    from steanet.tune import ADAPTER_KEYS
     assert tuple(FORMATS) == tuple(data_formats) and set(EXPLAIN_METHODS) == set(METHODS)
-    assert tuple(VARIANTS) == tuple(model_variants)
+    assert tuple(VARIANTS) == tuple(model_variants) and tuple(ADAPTER_NAMES) == tuple(ADAPTER_KEYS)
 
 
 def test_presets_listed_with_descriptions_and_valid():
