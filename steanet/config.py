@@ -30,10 +30,10 @@ class Rule:
 class _Bad(ValueError):
     "A value outside its type or range (internal; becomes a `ConfigError` naming the key)."
 
-_SPAN = re.compile(r'(odd )?([\[(])\s*(-?[0-9.e+]+)\s*,\s*(-?[0-9.e+]+)\s*([\])])')
+_SPAN = re.compile(r'(odd )?([\[(])\s*(-?inf|-?[0-9.e+]+)\s*,\s*(-?inf|-?[0-9.e+]+)\s*([\])])')
 
 def span(spec: str) -> Rule:
-    "An interval of numbers: `'[0, 1]'`, `'(0, 1]'`, `'[1, 4096]'`; `'odd [1, 31]'` allows odd integers only."
+    "An interval of numbers: `'[0, 1]'`, `'(0, 1]'`, `'(0, inf)'`; `'odd [1, 31]'` allows odd integers only."
     m = _SPAN.fullmatch(spec.strip())
     if m is None: raise ValueError(f'range {spec!r}: write it like "[0, 1]", "(0, 10]" or "odd [1, 31]"')
     odd, left, lo, hi, right = m.groups(); lo, hi = float(lo), float(hi)
@@ -185,12 +185,12 @@ class TrainConfig:
     epochs: int = checked(30, '[1, 100000]')     # training epochs
     batch_size: int = checked(8, '[1, 4096]')    # clips per step per process
     global_batch: Optional[int] = checked(None, '[1, 1048576]')  # clips per optimiser step, all processes (sets grad_accum); None: batch x procs x accum
-    lr: float = checked(3e-4, '(0, 10]')         # peak learning rate (AdamW)
+    lr: float = checked(3e-4, '(0, inf)')        # peak learning rate (AdamW)
     betas: tuple = checked((0.9, 0.999), items(float, '[0, 1)', n=2))  # AdamW betas
     weight_decay: float = checked(0.05, '[0, 10]')  # AdamW weight decay, on the parameters decay_rule picks
     decay_rule: str = checked('weights', ('weights', 'release'))  # weights: Linear/Conv weights only | release: all but LayerNorms, class/pos. embeddings
     warmup_epochs: float = checked(2.5, '[0, 100000]')  # linear warm-up, fractional epochs, then cosine
-    min_lr: float = checked(0.0, '[0, 10]')      # cosine floor (at most lr)
+    min_lr: float = checked(0.0, '[0, inf)')     # cosine floor (at most lr)
     grad_accum: int = checked(1, '[1, 1024]')    # gradient accumulation steps (leave 1 when global_batch is set)
     clip_grad: Optional[float] = checked(1.0, '(0, 1000000]')  # max gradient norm (None: off)
     amp: str = checked('auto', ('auto', 'bf16', 'fp16', 'off'))  # auto (bf16 where supported, fp16+GradScaler on older CUDA, off on CPU) | bf16 | fp16 | off

@@ -102,8 +102,11 @@ def _extra_globals(names) -> list:
             raise WeightsFileError(f'allow_globals: {name!r} is not one of the data-only globals steanet may allow '
                                    f'({", ".join(EXTRA_SAFE_GLOBALS)}); re-save the file where the code that wrote it runs')
         mod, _, attr = name.rpartition('.')
-        try: obj = getattr(importlib.import_module(mod if mod != 'numpy.core.multiarray' else 'numpy._core.multiarray'), attr)
-        except (ImportError, AttributeError): raise WeightsFileError(f'allow_globals: {name} cannot be imported here') from None
+        obj = None
+        for m in dict.fromkeys((mod, mod.replace('numpy.core', 'numpy._core'), mod.replace('numpy._core', 'numpy.core'))):
+            try: obj = getattr(importlib.import_module(m), attr); break      # numpy 2 moved numpy.core to numpy._core
+            except (ImportError, AttributeError): pass
+        if obj is None: raise WeightsFileError(f'allow_globals: {name} cannot be imported here')
         out.append((obj, name))
     return out
 
