@@ -53,9 +53,7 @@ def make_parser(cmd: str, description: str, **kw) -> Parser:
 
 # %% ../nbs/09_cli.ipynb #334d5bca
 # error classes of rooms that do not derive from SteanetError yet; each entry goes once its class does (tested below)
-LEGACY_ERRORS = ('steanet.train.CheckpointError', 'steanet.train.TrainingDiverged', 'steanet.tracking.TrackingError',
-                 'steanet.data.DataError', 'steanet.data.DecodeError', 'steanet.model.BackboneError',
-                 'steanet.model.RandomBackboneError')
+LEGACY_ERRORS = ('steanet.train.CheckpointError', 'steanet.train.TrainingDiverged', 'steanet.tracking.TrackingError')
 
 def _legacy(name: str):
     mod, _, cls = name.rpartition('.')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #91e5f1c5
 from __future__ import annotations
-import copy, hashlib, json, math, os, warnings
+import copy, hashlib, json, math, os, pickle, re, warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Optional, Union
@@ -18,16 +18,17 @@ from torch.utils.checkpoint import checkpoint
 import open_clip
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer, QuickGELU, LayerScale
 
-from .config import ExperimentConfig, AdapterConfig, atomic_write
+from .config import ExperimentConfig, AdapterConfig, SteanetError, VARIANTS, atomic_write, redact_tree
 from .adapters import (ADAPTER_TYPES, SpatialAdapter, TemporalAdapter, TemporalInAdapter, MLPAdapter, TEA, SEA,
                               OfficialTEA, OfficialSEA, reinterpret)
 
 # %% auto #0
-__all__ = ['TINY_CONFIGS', 'VARIANTS', 'TUNABLE_KINDS', 'register_tiny_configs', 'RandomBackboneError', 'BackboneError',
-           'file_sha256', 'load_visual', 'layer_norm', 'packed_attention', 'drop_path', 'STEABlock',
-           'TemporalEmbedding', 'ClassifierHead', 'STEANet', 'mark_trainable', 'count_parameters',
-           'print_trainable_parameters', 'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone',
-           'save_backbone_weights', 'build_model', 'load_official_checkpoint']
+__all__ = ['TINY_CONFIGS', 'EXTRA_SAFE_GLOBALS', 'TUNABLE_KINDS', 'register_tiny_configs', 'RandomBackboneError', 'BackboneError',
+           'WeightsFileError', 'file_sha256', 'safe_globals', 'read_weights', 'checkpoint_state_dict', 'load_visual',
+           'layer_norm', 'packed_attention', 'drop_path', 'drop_path_tokens', 'STEABlock', 'TemporalEmbedding',
+           'ClassifierHead', 'STEANet', 'mark_trainable', 'count_parameters', 'print_trainable_parameters',
+           'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone', 'save_backbone_weights', 'build_model',
+           'load_official_checkpoint', 'convert_checkpoint']
 
 # %% ../nbs/02_model.ipynb #4dc9b112
 TINY_CONFIGS = {
@@ -47,11 +48,14 @@ def register_tiny_configs():
 register_tiny_configs()
 
 # %% ../nbs/02_model.ipynb #2989b957
-class RandomBackboneError(RuntimeError):
+class RandomBackboneError(SteanetError, RuntimeError):
     "Training was asked to adapt a randomly initialised backbone."
 
-class BackboneError(ValueError):
+class BackboneError(SteanetError, ValueError):
     "A backbone name, tag or weights file that steanet cannot use; the message says which and how to fix it."
+
+class WeightsFileError(BackboneError):
+    "A weights or checkpoint file steanet will not or cannot read (missing, corrupt, TorchScript, an unsafe pickle)."
 
 _SHA_CACHE = {}
 def file_sha256(path) -> str:
@@ -75,11 +79,112 @@ def _safetensors_metadata(path) -> dict:
     from safetensors import safe_open
     with safe_open(str(path), 'pt') as f: return dict(f.metadata() or {})
 
+# %% ../nbs/02_model.ipynb #713c3436
+def safe_globals() -> list:
+    "What `read_weights` lets a pickle construct beyond torch's own: numpy scalars and dtypes (numpy 1.x and 2.x names)."
+    import numpy as np
+    try: from numpy._core import multiarray as ma
+    except ImportError: from numpy.core import multiarray as ma          # numpy < 2
+    dtypes = sorted({type(np.dtype(c)) for c in '?bBhHiIlLqQefdgFDGSUVMm'}, key=lambda t: t.__name__)
+    return ([(ma.scalar, 'numpy.core.multiarray.scalar'), (ma.scalar, 'numpy._core.multiarray.scalar'),
+             (np.dtype, 'numpy.dtype')] + [(t, f'{t.__module__}.{t.__name__}') for t in dtypes])
+
+# data-only reconstructors a user may allow for one conversion (`convert_checkpoint(..., allow_globals=...)`)
+EXTRA_SAFE_GLOBALS = ('numpy._core.multiarray._reconstruct', 'numpy.core.multiarray._reconstruct', 'numpy.ndarray',
+                      'datetime.datetime', 'datetime.date', 'datetime.timedelta', 'argparse.Namespace',
+                      'collections.defaultdict', 'pathlib.PosixPath')
+
+def _extra_globals(names) -> list:
+    import importlib
+    out = []
+    for name in names:
+        if name not in EXTRA_SAFE_GLOBALS:
+            raise WeightsFileError(f'allow_globals: {name!r} is not one of the data-only globals steanet may allow '
+                                   f'({", ".join(EXTRA_SAFE_GLOBALS)}); re-save the file where the code that wrote it runs')
+        mod, _, attr = name.rpartition('.')
+        obj = None
+        for m in dict.fromkeys((mod, mod.replace('numpy.core', 'numpy._core'), mod.replace('numpy._core', 'numpy.core'))):
+            try: obj = getattr(importlib.import_module(m), attr); break      # numpy 2 moved numpy.core to numpy._core
+            except (ImportError, AttributeError): pass
+        if obj is None: raise WeightsFileError(f'allow_globals: {name} cannot be imported here')
+        out.append((obj, name))
+    return out
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [''])[0][:300]
+
+def _pickle_globals(path) -> list:
+    "The globals a pickle file names, read from its opcodes (nothing runs); torch's zip files via torch's own scanner."
+    import pickletools
+    try: return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception: pass
+    names, strings = [], []
+    with open(path, 'rb') as f:
+        for _ in range(8):                                  # a legacy torch file is a few pickles in a row
+            try:
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name in ('GLOBAL', 'INST'): names.append(str(arg).replace(' ', '.'))
+                    elif op.name == 'STACK_GLOBAL' and len(strings) >= 2: names.append('.'.join(strings[-2:]))
+                    elif isinstance(arg, str): strings.append(arg)
+            except Exception: break
+    return names
+
+def _refused(path, err: Exception) -> WeightsFileError:
+    "One line naming the globals a refused pickle asks for and the fix."
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except Exception: allowed = set()
+    allowed |= {n for _, n in safe_globals()}
+    names = [n for n in dict.fromkeys(_pickle_globals(path)) if n not in allowed]
+    names = names or re.findall(r'GLOBAL ([\w.]+)', str(err))[:1]
+    why = re.search(r'WeightsUnpickler error:\s*(.+)', str(err))
+    what = (f'loading it would call {", ".join(names[:5])}' if names else
+            f'it uses a pickle feature that weights_only loading refuses ({why.group(1).strip() if why else _first_line(err)})')
+    fix = (f'these are data-only: convert it once with `steanet convert-checkpoint {path} OUT.safetensors '
+           f'--allow-global {",".join(names)}`' if names and set(names) <= set(EXTRA_SAFE_GLOBALS) else
+           'if you trust the file, re-save its tensors where the code that wrote it runs '
+           '(torch.save(ckpt["state_dict"], "clean.pth")), then load or convert that')
+    return WeightsFileError(f'{path}: refused: {what}, which steanet does not allow (tensors, plain Python values, '
+                            f'numpy scalars/dtypes only; nothing that can run code); {fix}')
+
+def read_weights(path, allow_globals=()):
+    "A weights/checkpoint file's content without running code: safetensors, or `torch.load(weights_only=True)` + `safe_globals()`."
+    path = Path(path)
+    if not path.is_file(): raise WeightsFileError(f'{path}: file not found')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try: return load_file(str(path))
+        except Exception as e: raise WeightsFileError(f'{path}: not a readable safetensors file ({_first_line(e)})') from None
+    if _is_torchscript(path):
+        raise WeightsFileError(f'{path}: a TorchScript archive (e.g. an original OpenAI CLIP .pt), which can run code '
+                               f'when loaded, so steanet does not load it; use the open_clip tag (backbone.pretrained='
+                               f'openai) or, where you trust the file, save torch.jit.load(path).state_dict() as safetensors')
+    extra = _extra_globals(allow_globals)
+    try:
+        with torch.serialization.safe_globals(safe_globals() + extra):
+            return torch.load(str(path), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e: raise _refused(path, e) from None
+    except Exception as e:
+        raise WeightsFileError(f'{path}: cannot read it as a PyTorch file ({type(e).__name__}: {_first_line(e)})') from None
+
+def checkpoint_state_dict(obj, path) -> dict:
+    "The tensors of a loaded file: its `state_dict` (mmcv/MMAction2, Lightning, ...) or the dict itself; DDP `module.` removed."
+    sd = obj['state_dict'] if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict) else obj
+    if not isinstance(sd, dict) or not sd:
+        raise WeightsFileError(f'{path}: no state dict in it (expected tensor names -> tensors, got {type(sd).__name__})')
+    if all(isinstance(k, str) and k.startswith('module.') for k in sd): sd = {k[len('module.'):]: v for k, v in sd.items()}
+    bad = [k for k, v in sd.items() if not torch.is_tensor(v)]
+    if bad: raise WeightsFileError(f'{path}: not a state dict: {len(bad)} of its entries are not tensors (e.g. {bad[:3]})')
+    return sd
+
 def _visual_state_dict(sd: dict, path) -> dict:
     "The visual tower's tensors from a full CLIP or visual-only state dict, with open_clip's names."
     if any(k.startswith('backbone.') for k in sd):
-        raise BackboneError(f'{path}: this is an MMAction2 (STEANet/AIM release) checkpoint; '
-                            f'load it with steanet.model.load_official_checkpoint({str(path)!r})')
+        raise BackboneError(f'{path}: a STEANet/AIM release checkpoint (MMAction2 keys backbone.*, cls_head.*), not '
+                            f'backbone weights: to evaluate or fine-tune the release model load it with '
+                            f'steanet.model.load_official_checkpoint({str(path)!r}); to train new adapters on CLIP set '
+                            f'backbone.pretrained=openai')
     if any(k.startswith('visual.') for k in sd):
         return {k[len('visual.'):]: v for k, v in sd.items() if k.startswith('visual.')}
     if 'conv1.weight' in sd: return dict(sd)
@@ -115,7 +220,6 @@ def load_visual(name: str, pretrained: Optional[str] = None, image_size=None, qu
             path = pretrained
             file_meta = _safetensors_metadata(path)
             if 'quick_gelu' in file_meta: qg = file_meta['quick_gelu'] == 'true'
-            elif _is_torchscript(path): qg = True   # OpenAI's own release archives
             for k in ('mean', 'std'):
                 if k in file_meta: pre[k] = tuple(json.loads(file_meta[k]))
         else:
@@ -125,10 +229,7 @@ def load_visual(name: str, pretrained: Optional[str] = None, image_size=None, qu
     if image_size is not None: vcfg['image_size'] = tuple(image_size) if isinstance(image_size, (list, tuple)) else int(image_size)
     visual = _build_vision_tower(cfg['embed_dim'], CLIPVisionCfg(**vcfg), quick_gelu=qg)
     if path is not None:
-        try: sd = open_clip.factory.load_state_dict(str(path))
-        except Exception as e:
-            raise BackboneError(f'{path}: cannot read weights ({type(e).__name__}: {e})') from None
-        sd = _visual_state_dict(sd, path)
+        sd = _visual_state_dict(checkpoint_state_dict(read_weights(path), path), path)
         shim = {'visual.positional_embedding': sd['positional_embedding']} if 'positional_embedding' in sd else {}
         resize_pos_embed(shim, type('M', (), {'visual': visual})())
         if shim: sd['positional_embedding'] = shim['visual.positional_embedding']
@@ -170,6 +271,17 @@ def drop_path(x, p: float, training: bool, batch: int):
     mask = x.new_empty(batch, 1, 1, 1).bernoulli_(keep) / keep
     y = rearrange(x, '(b r) n d -> b r n d', b=batch) * mask
     return rearrange(y, 'b r n d -> (b r) n d')
+
+def drop_path_tokens(x, p: float, training: bool):
+    """The release's stochastic depth (a quirk, reproduced by the `official` variant): timm's `DropPath` applied to the
+    release's seq-first `(n, b·t, d)` tensors draws one keep/drop per TOKEN POSITION (its first axis), shared by every
+    sample and frame. `x` here is batch-first `(b·t, n, d)`; the draw has the release's shape `(n, 1, 1)`, so the same
+    seed gives the same mask bit for bit."""
+    if p == 0. or not training: return x
+    keep = 1 - p
+    mask = x.new_empty(x.shape[1], 1, 1).bernoulli_(keep)
+    if keep > 0: mask.div_(keep)
+    return x * rearrange(mask, 'n o1 o2 -> o1 n o2')
 
 class STEABlock(nn.Module):
     "An open_clip `ResidualAttentionBlock` with adapters; adopts the block's modules so their names do not change."
@@ -236,12 +348,13 @@ class STEABlock(nn.Module):
         return y
 
     def _forward_official(self, x, T, gh, gw):
-        "The release's block, op for op (its seq-first layout is rebuilt where its reinterpretations read memory)."
+        """The release's block, op for op (its seq-first layout is rebuilt where its reinterpretations read memory);
+        drop path only on the temporal adapter and the scaled MLP adapter, per token position (`drop_path_tokens`)."""
         n, B = x.shape[1], x.shape[0] // T
         if n != 197 and (self.TEA is not None or self.SEA is not None):
             raise ValueError(f'variant="official" reproduces the release, which only runs at 197 tokens per frame '
                              f'(14x14 patches, e.g. ViT-B/16 at 224 px); got {n}. Use variant="steanet" for other sizes')
-        dp = lambda y: drop_path(y, self.drop_path_rate, self.training, B)
+        dp = lambda y: drop_path_tokens(y, self.drop_path_rate, self.training)
         # 1. temporal: T_Adapter on the attention across frames, plus TEA reinterpreted with .view(n, b*t, d)
         xt_ln = self.ln_1(rearrange(x, '(b t) n d -> (b n) t d', t=T))
         if self.T_Adapter is not None:
@@ -250,14 +363,14 @@ class STEABlock(nn.Module):
         if self.TEA is not None:
             tea = self.TEA(rearrange(xt_ln, '(b n) t d -> t (b n) d', n=n))       # release layout (t, b*n, d)
             tea = reinterpret(tea, 'n f d', n=n, f=B * T)                          # its .view(n, b*t, d)
-            x = x + dp(rearrange(tea, 'n f d -> f n d'))
+            x = x + rearrange(tea, 'n f d -> f n d')                              # x + drop_path(xt) + TEA(...)
         # 2. spatial: S_Adapter (skip) on the attention, SEA on the patch tokens of ln_1(x)
         x_ln = self.ln_1(x)
         xs = self.attention(x_ln)
         if self.S_Adapter is not None: xs = self.S_Adapter(xs)
         if self.SEA is not None:
             sea = self.SEA(rearrange(x_ln[:, 1:], 'f m d -> m f d'))               # release layout (m, b*t, d)
-            xs = torch.cat([xs[:, :1], xs[:, 1:] + dp(rearrange(sea, 'm f d -> f m d'))], dim=1)
+            xs = torch.cat([xs[:, :1], xs[:, 1:] + rearrange(sea, 'm f d -> f m d')], dim=1)
         x = x + xs
         # 3. joint
         xn = self.ln_2(x)
@@ -292,7 +405,7 @@ class ClassifierHead(nn.Module):
         nn.init.trunc_normal_(self.fc.weight, std=0.02); nn.init.zeros_(self.fc.bias)
     def forward(self, x): return self.fc(self.dropout(x))
 
-VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')
+# VARIANTS ('steanet', 'official', 'aim', 'linear_probe') comes from steanet.config (the config checks against it)
 
 class STEANet(nn.Module):
     "A frozen open_clip `VisionTransformer` with per-block adapters, a temporal embedding and a linear head."
@@ -316,7 +429,9 @@ class STEANet(nn.Module):
         self.train_ln_post = train_ln_post and a.variant != 'linear_probe'
         self.grad_checkpointing = grad_checkpointing
         L = len(visual.transformer.resblocks)
-        rates = [drop_path_rate * i / max(L - 1, 1) for i in range(L)]
+        if a.variant == 'official':   # the release's [x.item() for x in torch.linspace(0, rate, L)] (float32 values)
+            rates = torch.linspace(0, drop_path_rate, L).tolist()
+        else: rates = [drop_path_rate * i / max(L - 1, 1) for i in range(L)]
         visual.transformer.resblocks = nn.ModuleList(
             STEABlock(b, heads=self.heads, variant=a.variant, adapters=a, drop_path=r, fast_attention=fast_attention,
                       last=i == L - 1)
@@ -486,13 +601,14 @@ def build_model(cfg: Optional[ExperimentConfig] = None, *, num_classes: Optional
 # %% ../nbs/02_model.ipynb #7ba6d67c
 def _infer_official(sd: dict, path) -> dict:
     def need(k):
-        if k not in sd: raise ValueError(f'{path}: not a STEANet/AIM release checkpoint (no {k!r}); '
-                                         f'open_clip weights go to build_model(pretrained=...)')
+        if k not in sd: raise WeightsFileError(f'{path}: not a STEANet/AIM release checkpoint (no {k!r}); '
+                                               f'open_clip weights go to build_model(pretrained=...)')
         return sd[k]
     conv = need('backbone.conv1.weight'); pos = need('backbone.positional_embedding'); fc = need('cls_head.fc_cls.weight')
     width, patch = conv.shape[0], conv.shape[-1]
     g = math.isqrt(pos.shape[0] - 1)
-    if g * g != pos.shape[0] - 1: raise ValueError(f'{path}: positional embedding of {pos.shape[0]} tokens is not 1 + a square grid')
+    if g * g != pos.shape[0] - 1:
+        raise WeightsFileError(f'{path}: positional embedding of {pos.shape[0]} tokens is not 1 + a square grid')
     layers = 1 + max(int(k.split('.')[3]) for k in sd if k.startswith('backbone.transformer.resblocks.'))
     blk = 'backbone.transformer.resblocks.0.'
     ratio = lambda name: (sd[blk + name + '.D_fc1.weight'].shape[0] / width) if blk + name + '.D_fc1.weight' in sd else 0.
@@ -511,19 +627,37 @@ def _open_clip_name_for(width, layers, heads, patch, image_size, mlp_ratio) -> O
            and not v.get('timm_model_name'): return name
     return None
 
+def _release_state(model: STEANet, sd: dict, path, arch: dict, heads: int) -> STEANet:
+    "Load the release's tensors under our names, strictly (one line listing every mismatch)."
+    mapped = {}
+    for k, v in sd.items():
+        if k == 'backbone.temporal_embedding': mapped['temporal_embedding.weight'] = v
+        elif k.startswith('backbone.'): mapped['visual.' + k[len('backbone.'):]] = v
+        elif k.startswith('cls_head.fc_cls.'): mapped['head.fc.' + k[len('cls_head.fc_cls.'):]] = v
+        else: mapped[k] = v
+    own = model.state_dict()
+    missing = sorted(set(own) - set(mapped) - {'visual.proj'})
+    unexpected = sorted(set(mapped) - set(own))
+    shapes = [f'{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}'
+              for k in sorted(set(own) & set(mapped)) if own[k].shape != mapped[k].shape]
+    if missing or unexpected or shapes:
+        raise WeightsFileError(f'{path}: checkpoint does not match the inferred architecture {arch} (heads={heads})' +
+                               (f'; missing: {missing}' if missing else '') + (f'; unexpected: {unexpected}' if unexpected else '') +
+                               (f'; shape mismatch: {shapes}' if shapes else ''))
+    model.load_state_dict(mapped, strict=False)
+    return model
+
 def load_official_checkpoint(path, *, heads: Optional[int] = None, adapter_scale: float = 0.5, quick_gelu: bool = True,
                              num_frames: Optional[int] = None, dropout: float = 0., **overrides) -> STEANet:
-    "A ready model (eval mode) from a release checkpoint; architecture from the shapes, the rest from the keywords."
+    "A ready model (eval mode) from a release checkpoint (mmcv `.pth` or safetensors); architecture from the shapes."
     from open_clip.model import CLIPVisionCfg, _build_vision_tower
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{path}: checkpoint not found')
-    try: sd = open_clip.factory.load_state_dict(str(path))
-    except Exception as e: raise ValueError(f'{path}: cannot read checkpoint ({type(e).__name__}: {e})') from None
+    sd = checkpoint_state_dict(read_weights(path), path)
     a = _infer_official(sd, path)
     T = num_frames or a['num_frames']
-    if T is None: raise ValueError(f'{path}: no temporal embedding to read the frame count from; pass num_frames=')
+    if T is None: raise WeightsFileError(f'{path}: no temporal embedding to read the frame count from; pass num_frames=')
     heads = heads or max(a['width'] // 64, 1)
-    if a['width'] % heads: raise ValueError(f'{path}: width {a["width"]} is not divisible by heads={heads}')
+    if a['width'] % heads: raise WeightsFileError(f'{path}: width {a["width"]} is not divisible by heads={heads}')
     variant = 'official' if (a['tea_ratio'] or a['sea_ratio']) else 'aim'
     adapters = AdapterConfig(variant=variant, s_ratio=a['s_ratio'], t_ratio=a['t_ratio'], mlp_ratio=a['mlp_adapter_ratio'],
                              tea_ratio=a['tea_ratio'], sea_ratio=a['sea_ratio'], adapter_scale=adapter_scale,
@@ -541,20 +675,27 @@ def load_official_checkpoint(path, *, heads: Optional[int] = None, adapter_scale
                 allow_random_backbone=False, source='official-release')
     model = STEANet(visual, num_classes=a['num_classes'], num_frames=T, adapters=adapters, dropout=dropout,
                     fast_attention=False, meta=meta)
-    mapped = {}
-    for k, v in sd.items():
-        if k == 'backbone.temporal_embedding': mapped['temporal_embedding.weight'] = v
-        elif k.startswith('backbone.'): mapped['visual.' + k[len('backbone.'):]] = v
-        elif k.startswith('cls_head.fc_cls.'): mapped['head.fc.' + k[len('cls_head.fc_cls.'):]] = v
-        else: mapped[k] = v
-    own = model.state_dict()
-    missing = sorted(set(own) - set(mapped) - {'visual.proj'})
-    unexpected = sorted(set(mapped) - set(own))
-    shapes = [f'{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in sorted(set(own) & set(mapped)) if own[k].shape != mapped[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f'{path}: checkpoint does not match the inferred architecture {a} (heads={heads}):' +
-                         (f'\n  missing: {missing}' if missing else '') + (f'\n  unexpected: {unexpected}' if unexpected else '') +
-                         (f'\n  shape mismatch: {shapes}' if shapes else ''))
-    model.load_state_dict(mapped, strict=False)
-    return mark_trainable(model).eval()
+    return mark_trainable(_release_state(model, sd, path, a, heads)).eval()
+
+def _jsonable(o):
+    "mmcv `meta` as plain JSON: numpy scalars -> numbers, tuples -> lists, tensors/arrays -> a short description."
+    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
+    if o is None or isinstance(o, (bool, int, float, str)): return o
+    if hasattr(o, 'item') and getattr(o, 'ndim', 1) == 0: return o.item()          # numpy / torch scalars
+    if hasattr(o, 'shape'): return f'<{type(o).__name__} {list(o.shape)}>'
+    return str(o)
+
+def convert_checkpoint(src, dst, allow_globals=(), overwrite: bool = False) -> Path:
+    "A release `.pth` as `.safetensors`: its state dict under the MMAction2 keys + `meta` as JSON (no optimizer)."
+    from safetensors.torch import save
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != '.safetensors': raise WeightsFileError(f'{dst}: the converted file must end in .safetensors')
+    if dst.exists() and not overwrite:
+        raise WeightsFileError(f'{dst}: exists and is kept; choose another name (or pass --overwrite)')
+    obj = read_weights(src, allow_globals)
+    sd = checkpoint_state_dict(obj, src)
+    meta = obj.get('meta', {}) if isinstance(obj, dict) and 'state_dict' in obj else {}
+    md = {'format': 'mmaction2-checkpoint', 'source': src.name, 'source_sha256': file_sha256(src),
+          'meta': json.dumps(redact_tree(_jsonable(meta)))}
+    return atomic_write(dst, save({k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}, metadata=md))

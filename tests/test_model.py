@@ -2,7 +2,8 @@
 
 The notebooks 01_adapters and 02_model hold the method's own tests (identity at init, reach, leakage, learning);
 here: the official fixture via the shared fixtures, resolutions x frame counts, checkpoint formats, QuickGELU,
-autocast, checkpointing, torch.compile graph breaks and the bench command. Everything runs on tiny ViTs.
+autocast, checkpointing, torch.compile graph breaks and the bench commands (`bench model`, `bench data`). Everything
+runs on tiny ViTs and the fixture videos.
 """
 import io
 import json
@@ -273,11 +274,240 @@ def test_bench_model_cli_json():
 def test_bench_cli_dispatch(capsys):
     from steanet.bench import bench_cli
     assert bench_cli(['--help']) == 0
+    assert 'steanet.data' in capsys.readouterr().out     # `bench data` times the data pipeline of steanet.data
     assert bench_cli(['nope']) == 2
-    try:
-        import steanet.data  # noqa: F401
-    except ImportError:
-        assert bench_cli(['data']) == 2
-        assert 'steanet.data' in capsys.readouterr().err
-    else:
-        pytest.skip('steanet.data present: `bench data` is tested with the data module')
+
+
+def test_bench_data_cli_smoke(fixtures_dir, capsys):
+    "`steanet bench data` through bench's dispatcher: one row per decoder, every clip decoded."
+    from steanet.bench import bench_cli
+    rc = bench_cli(['data', '--fixtures', str(fixtures_dir / 'videos'), '--sets', 'fixtures', '--workers', '0',
+                    '--decoders', 'decord', 'pyav', '--clips', '2', '--batch', '1', '--frames', '4', '--size', '64',
+                    '--short-side', '72', '--json'])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and len(out['results']) == 2 and all(r['clips_per_s'] > 0 and r['n_bad'] == 0 for r in out['results'])
+
+
+# ---------------------------------------------------------------- official in train mode: the release's drop path
+def _timm_drop_path(x, p, training):
+    "timm's drop_path (scale_by_keep) as the release calls it on its seq-first (n, b*t, d) tensors."
+    if p == 0. or not training:
+        return x
+    keep = 1 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    if keep > 0:
+        mask.div_(keep)
+    return x * mask
+
+
+def _release_block(blk, x, T, p, training):
+    """The release's block written from its description (shared/fixtures/README.md and issue 11), seq-first x (n, b*t, d):
+    x + drop_path(T_Adapter(attn(ln_1(xt)))) + TEA(ln_1(xt)); x + S_Adapter(attn(ln_1(x))) with SEA on the patch
+    tokens; x + mlp(ln_2(x)) + drop_path(scale * MLP_Adapter(ln_2(x))). Only those two branches are dropped."""
+    n, bt, d = x.shape
+    b = bt // T
+
+    def attn(z):                                   # the block's frozen nn.MultiheadAttention on seq-first z
+        if blk.attn.batch_first:
+            return blk.attn(z.transpose(0, 1), z.transpose(0, 1), z.transpose(0, 1), need_weights=False)[0].transpose(0, 1)
+        return blk.attn(z, z, z, need_weights=False)[0]
+
+    xt = x.view(n, b, T, d).permute(2, 1, 0, 3).reshape(T, b * n, d)          # n (b t) d -> t (b n) d
+    xt_ln = blk.ln_1(xt)
+    ta = blk.T_Adapter(attn(xt_ln)).view(T, b, n, d).permute(2, 1, 0, 3).reshape(n, b * T, d)
+    tea = blk.TEA
+    h = tea.D_fc1(xt_ln)                                                       # (T, b*n, C)
+    c = h.shape[-1]
+    h = tea.conv1d(h.contiguous().view(b * n, c, T)).contiguous().view(T, b * n, c)   # .view, not a permute
+    x = x + _timm_drop_path(ta, p, training) + tea.D_fc2(h).contiguous().view(n, b * T, d)
+    x_ln = blk.ln_1(x)
+    xs = blk.S_Adapter(attn(x_ln))
+    sea, m = blk.SEA, n - 1
+    h = sea.D_fc1(x_ln[1:])                                                    # (M, b*t, C)
+    h = h.view(14, 14, bt, c).permute(2, 3, 0, 1).contiguous()                  # the one real permute
+    h = sea.conv2d(h).contiguous().view(m, bt, c)                              # reinterpreted back, no permute
+    xs = torch.cat([xs[:1], xs[1:] + sea.D_fc2(h)], dim=0)
+    x = x + xs
+    xn = blk.ln_2(x)
+    return x + blk.mlp(xn) + _timm_drop_path(blk.scale * blk.MLP_Adapter(xn), p, training)
+
+
+def _release_forward(m, x, rate, training):
+    "The release's ViT_CLIP forward (stem, blocks at torch.linspace(0, rate, L) drop-path rates, ln_post, mean, fc)."
+    v = m.visual
+    B, C, T, H, W = x.shape
+    f = v.conv1(x.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W))
+    d = f.shape[1]
+    f = f.reshape(B * T, d, -1).permute(0, 2, 1)
+    f = torch.cat([v.class_embedding.expand(B * T, 1, d), f], dim=1) + v.positional_embedding
+    n = f.shape[1]
+    f = (f.view(B, T, n, d) + m.temporal_embedding.weight.view(1, T, 1, d)).view(B * T, n, d)
+    z = v.ln_pre(f).permute(1, 0, 2)                                          # (n, b*t, d)
+    blocks = v.transformer.resblocks
+    for blk, p in zip(blocks, [r.item() for r in torch.linspace(0, rate, len(blocks))]):
+        z = _release_block(blk, z, T, p, training)
+    return m.head.fc(v.ln_post(z[0]).view(B, T, d).mean(1))
+
+
+def test_official_train_mode_drop_path_matches_the_release():
+    "Same seed, same draws: our official model in train mode equals the re-implemented release bit for bit (to 1e-6)."
+    torch.manual_seed(0)
+    m = randomise(tiny('official', T=2, image_size=56, drop_path_rate=0.5, dropout=0.)).train()
+    x = torch.randn(3, 3, 2, 56, 56)
+    outs = []
+    for seed in (1, 2):
+        with torch.no_grad():
+            torch.manual_seed(seed); ours = m(x)
+            torch.manual_seed(seed); ref = _release_forward(m, x, 0.5, training=True)
+        assert (ours - ref).abs().max().item() < 1e-6, (seed, (ours - ref).abs().max().item())
+        outs.append(ours)
+    with torch.no_grad():
+        ev = m.eval()(x); ref_ev = _release_forward(m, x, 0.5, training=False)
+    assert (ev - ref_ev).abs().max().item() < 1e-6
+    assert (outs[0] - outs[1]).abs().max() > 1e-3 and (outs[0] - ev).abs().max() > 1e-3   # the masks did drop something
+
+
+def test_drop_path_tokens_is_timm_on_the_release_layout():
+    "One keep/drop per token position, shared by all samples and frames: timm's DropPath on (n, b*t, d), bit for bit."
+    from steanet.model import drop_path_tokens
+    x = torch.randn(12, 197, 8)                                       # (b*t, n, d), batch-first as in our blocks
+    torch.manual_seed(3); ours = drop_path_tokens(x, 0.3, True)
+    torch.manual_seed(3); ref = _timm_drop_path(x.transpose(0, 1).contiguous(), 0.3, True).transpose(0, 1)
+    assert torch.equal(ours, ref)
+    timm = pytest.importorskip('timm')
+    torch.manual_seed(3); ref2 = timm.layers.DropPath(0.3).train()(x.transpose(0, 1).contiguous()).transpose(0, 1)
+    assert torch.equal(ours, ref2)
+    kept = ours.abs().sum(-1) > 0                                      # (b*t, n)
+    assert (kept == kept[:1]).all() and 0 < kept[0].sum() < 197
+    # the steanet variant keeps its per-sample rule
+    from steanet.model import drop_path
+    y = rearrange(drop_path(torch.ones(8 * 2, 5, 3), 0.5, True, 8), '(b t) n d -> b (t n d)', b=8)
+    assert all((r == 0).all() or (r == 2).all() for r in y)
+
+
+# ---------------------------------------------------------------- release checkpoints as mmcv saves them; nothing runs
+def _mmcv_checkpoint(sd, optimizer=True):
+    import numpy as np
+    meta = {'mmcv_version': '1.3.16', 'time': 'Thu Mar 10 12:00:00 2022', 'env_info': 'sys.platform: linux\nPython: 3.8.12',
+            'config': "model = dict(type='Recognizer3D', backbone=dict(type='ViT_CLIP', drop_path_rate=0.2))",
+            'seed': np.int64(42), 'exp_name': 'vitclip_base_VE8.py', 'mmaction_version': '0.24.1+abc', 'epoch': 100,
+            'iter': 2300, 'CLASSES': None,
+            'hook_msgs': {'last_ckpt': 'work_dirs/vitclip_base_VE8/epoch_100.pth', 'best_score': np.float64(0.5231),
+                          'best_ckpt': 'work_dirs/best_top1_acc_epoch_95.pth', 'best_epoch': np.int32(95),
+                          'lr': np.float32(2e-5), 'ok': np.bool_(True)}}
+    ck = {'meta': meta, 'state_dict': sd}
+    if optimizer:
+        ck['optimizer'] = {'state': {0: {'step': torch.tensor(2300.), 'exp_avg': torch.zeros(3), 'exp_avg_sq': torch.zeros(3)}},
+                           'param_groups': [{'lr': 0.0, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.05,
+                                             'amsgrad': False, 'initial_lr': 2e-5, 'params': [0]}]}
+    return ck
+
+
+def test_official_fixture_as_mmcv_saves_it(fixtures_dir, tmp_path):
+    "numpy-scalar meta (numpy 2 and numpy 1.x names), optimizer or not, zip or legacy format: loads, logits to 1e-5."
+    from safetensors.torch import load_file
+    from steanet.model import convert_checkpoint, read_weights
+    d = fixtures_dir / 'official_reference'
+    sd, ref = load_file(d / 'official_tiny_checkpoint.safetensors'), load_file(d / 'official_tiny_io.safetensors')
+    files = []
+    for opt in (True, False):
+        torch.save(_mmcv_checkpoint(sd, opt), tmp_path / f'epoch_100_{opt}.pth'); files.append(tmp_path / f'epoch_100_{opt}.pth')
+    legacy = tmp_path / 'legacy.pth'                                    # torch's old format, numpy 1.x global names
+    torch.save(_mmcv_checkpoint(sd), legacy, _use_new_zipfile_serialization=False)
+    raw = legacy.read_bytes()
+    assert b'numpy._core.multiarray\nscalar' in raw
+    legacy.write_bytes(raw.replace(b'numpy._core.multiarray\nscalar', b'numpy.core.multiarray\nscalar')); files.append(legacy)
+    for p in files:
+        m = load_official_checkpoint(p, heads=2)
+        _check_fixture(m, ref)
+        assert m.variant == 'official' and m.meta['sha256'] == file_sha256(p)
+    assert float(read_weights(legacy)['meta']['hook_msgs']['best_score']) == 0.5231
+    out = convert_checkpoint(files[0], tmp_path / 'release.safetensors')          # the safe form, once and for all
+    _check_fixture(load_official_checkpoint(out, heads=2), ref)
+    from safetensors import safe_open
+    with safe_open(str(out), 'pt') as f:
+        md = f.metadata(); keys = set(f.keys())
+    assert keys == set(sd) and json.loads(md['meta'])['hook_msgs']['best_score'] == 0.5231
+    assert md['source_sha256'] == file_sha256(files[0])
+    with pytest.raises(BackboneError, match='exists'):
+        convert_checkpoint(files[0], out)                                           # never overwrites
+
+
+def _evil(marker):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f'touch {marker}',))
+    return Evil()
+
+
+def test_a_pickle_that_runs_a_command_never_runs_on_any_path(tmp_path, monkeypatch):
+    import pickle
+    from steanet.config import SteanetError
+    from steanet.model import convert_checkpoint, read_weights
+    marker = tmp_path / 'marker'
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')          # even with torch told to load unsafely by default
+    clip = open_clip.create_model('steanet-tiny').state_dict()
+    paths = []
+    p = tmp_path / 'zip.pth'; torch.save({'state_dict': clip, 'meta': {'x': _evil(marker)}}, p); paths.append(p)
+    p = tmp_path / 'legacy.pth'; torch.save({'state_dict': clip, 'x': _evil(marker)}, p, _use_new_zipfile_serialization=False); paths.append(p)
+    p = tmp_path / 'plain.pt'; p.write_bytes(pickle.dumps({'x': _evil(marker)})); paths.append(p)
+    loaders = {'read_weights': read_weights, 'load_official_checkpoint': load_official_checkpoint,
+               'backbone.pretrained': lambda q: build_model(backbone='steanet-tiny', pretrained=str(q), num_classes=2, num_frames=4),
+               'convert_checkpoint': lambda q: convert_checkpoint(q, tmp_path / 'out.safetensors'),
+               'config': lambda q: build_model(make_config('demo', [f'backbone.pretrained={q}']))}
+    for p in paths:
+        for name, load in loaders.items():
+            with pytest.raises(SteanetError) as e:
+                load(p)
+            msg = str(e.value)
+            assert '\n' not in msg and 'posix.system' in msg and str(p) in msg, (name, p, msg)
+            assert not marker.exists(), (name, p)
+    assert not (tmp_path / 'out.safetensors').exists()
+    with pytest.raises(BackboneError, match='not one of the data-only globals'):
+        convert_checkpoint(paths[0], tmp_path / 'out.safetensors', allow_globals=['posix.system'])
+    assert not marker.exists()
+
+
+def test_other_globals_refused_by_name_and_convertible_when_data_only(fixtures_dir, tmp_path):
+    "A numpy array in meta needs numpy's array reconstructor: refused by name, converted with allow_globals."
+    import numpy as np
+    from safetensors.torch import load_file
+    from steanet.model import EXTRA_SAFE_GLOBALS, convert_checkpoint
+    d = fixtures_dir / 'official_reference'
+    ck = _mmcv_checkpoint(load_file(d / 'official_tiny_checkpoint.safetensors'))
+    ck['meta']['hook_msgs']['scores'] = np.arange(3.)
+    torch.save(ck, tmp_path / 'arr.pth')
+    with pytest.raises(BackboneError) as e:
+        load_official_checkpoint(tmp_path / 'arr.pth', heads=2)
+    assert 'numpy._core.multiarray._reconstruct' in str(e.value) and 'convert-checkpoint' in str(e.value)
+    names = [n for n in EXTRA_SAFE_GLOBALS if n in str(e.value)] + ['numpy.ndarray']
+    out = convert_checkpoint(tmp_path / 'arr.pth', tmp_path / 'arr.safetensors', allow_globals=names)
+    _check_fixture(load_official_checkpoint(out, heads=2), load_file(d / 'official_tiny_io.safetensors'))
+
+
+def test_torchscript_and_broken_files_are_one_line_errors(tmp_path):
+    from steanet.model import read_weights
+    ts = tmp_path / 'openai_style.pt'
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), ts)
+    with pytest.raises(BackboneError, match='TorchScript') as e:
+        build_model(backbone='steanet-tiny', pretrained=str(ts), num_classes=2)
+    assert '\n' not in str(e.value)
+    good = tmp_path / 'clip.pt'; torch.save(open_clip.create_model('steanet-tiny').state_dict(), good)
+    cut = tmp_path / 'cut.pt'; cut.write_bytes(good.read_bytes()[:5000])
+    bad_st = tmp_path / 'cut.safetensors'; bad_st.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
+    for p, what in ((cut, 'cannot read it'), (bad_st, 'safetensors'), (tmp_path / 'none.pth', 'not found')):
+        with pytest.raises(BackboneError, match=what) as e:
+            read_weights(p)
+        assert '\n' not in str(e.value)
+        with pytest.raises(BackboneError):
+            load_official_checkpoint(p)
+
+
+def test_model_errors_are_steanet_errors():
+    from steanet.config import SteanetError
+    from steanet.model import WeightsFileError
+    assert issubclass(BackboneError, SteanetError) and issubclass(BackboneError, ValueError)
+    assert issubclass(RandomBackboneError, SteanetError) and issubclass(RandomBackboneError, RuntimeError)
+    assert issubclass(WeightsFileError, BackboneError)
