@@ -47,7 +47,8 @@ def load_st(p):
 
 
 def test_checkpoint_contents_and_reload(synth_root, tmp_path):
-    from steanet.train import fit, load_checkpoint, load_resume_state, CheckpointError
+    from steanet.train import fit, load_resume_state
+    from steanet.checkpoint import load_checkpoint, CheckpointError
     from steanet.model import build_model, tunable_state_dict, mark_trainable
     torch.set_num_threads(1)
     res = fit(make_config('demo', tiny_overrides(synth_root)), run_dir=tmp_path / 'run', progress=False)
