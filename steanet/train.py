@@ -19,8 +19,7 @@ from einops import rearrange
 from .config import (ExperimentConfig, ConfigError, SteanetError, atomic_write, config_from_dict, config_to_dict,
                             flatten_config, make_config, project_dir, save_config)
 from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
-from .checkpoint import (CheckpointError, Restored, checkpoint_meta, load_checkpoint, restore_checkpoint,
-                                save_checkpoint, unwrap)  # load_checkpoint: for demo and explain until they use restore_checkpoint
+from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .checkpoint import jsonable as _jsonable  # the name the command cells below use
 from .data import VideoRecord, build_dataset, carve_validation, load_records
 from . import tracking
