@@ -589,20 +589,22 @@ def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampl
     return study, created, url
 
 def run_study(cfg: ExperimentConfig, *, fit_fn: Optional[Callable] = None, records: Optional[tuple] = None,
-              progress: bool = True, plots: bool = True, log: Optional[Callable[[str], None]] = None) -> dict:
-    "Run (or continue) the study `cfg.tune.study` until its budget is used; returns `study_summary` + run ids and paths."
+              progress: bool = True, plots: bool = True, log: Optional[Callable[[str], None]] = None,
+              sampler=None) -> dict:
+    """Run (or continue) the study `cfg.tune.study` until its budget is used; returns `study_summary` + run ids and paths.
+    `sampler`: this worker's sampler instead of `make_sampler(cfg)` (which seeds from the pid, so workers differ)."""
     t_start = time.time()
     names = list(cfg.tune.objectives); study_directions(cfg); search_space(cfg)  # fail fast on a bad config
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our trial lines replace Optuna's (failures: reason + MLflow tag)
-    try: return _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log)
+    try: return _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler)
     finally: optuna.logging.set_verbosity(verbosity)
 
-def _start_study(cfg: ExperimentConfig, names, progress: bool, log):
+def _start_study(cfg: ExperimentConfig, names, progress: bool, log, sampler=None):
     "`(study, url, tracker, recovery, say)`: the study opened, its parent run attached, interrupted trials recovered."
     from tqdm.auto import tqdm
     recovery = Recovery()
-    study, created, url = open_study(cfg, recovery)
+    study, created, url = open_study(cfg, recovery, sampler)
     tracker = StudyTracker(cfg)
     say = log or (lambda s: tqdm.write(s, file=sys.stderr) if progress else None)
     recovery.tracker, recovery.log = tracker, say
@@ -664,9 +666,9 @@ def _study_outputs(study: optuna.Study, summary: dict, names) -> list:
         arts.append(save_config(best_cfg, out / 'best_config.yaml')); summary['best_config'] = str(out / 'best_config.yaml')
     return arts
 
-def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log):
+def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler=None):
     from tqdm.auto import tqdm
-    study, url, tracker, recovery, say = _start_study(cfg, names, progress, log)
+    study, url, tracker, recovery, say = _start_study(cfg, names, progress, log, sampler)
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
     state, ran = {}, []
