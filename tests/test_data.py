@@ -1,17 +1,20 @@
 """Video data: decoding agreement on the real fixture videos, a corpus of broken files through check-data and the
-dataset (no crash, a report line per file), containers whose frame count lies, GIF, check-data / bench data CLIs."""
+dataset (no crash, a report line per file), containers whose frame count lies, GIF, the check-data CLI (`bench data` is
+tested with the bench command in test_model.py)."""
 import json, os, shutil, subprocess, sys, textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from steanet.config import DataConfig
 from steanet.data import (VideoRecord, DecodeError, PyAVReader, build_dataloader, build_dataset, check_data,
-                          check_data_cli, bench_data_cli, find_fixtures, open_video, read_frames, video_info, write_video)
+                          check_data_cli, find_fixtures, open_video, read_frames, video_info, write_video)
 
 ROOT = Path(__file__).resolve().parents[1]
+NORM = dict(mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)      # CLIP's, as model.meta has them
 VIDEOS = {'demo_340x256_h264.mp4': (280, 256, 340), 'test_320x240_mpeg4.avi': (164, 240, 320), 'short_32frames.mp4': (32, 256, 340)}
 
 
@@ -99,11 +102,13 @@ def test_broken_corpus_check_data_and_dataset(videos, tmp_path):
         import json, sys, warnings, logging
         logging.disable(logging.WARNING)
         from steanet.config import DataConfig
+        from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
         from steanet.data import VideoRecord, build_dataset
         paths = json.load(open({str(tmp_path / "paths.json")!r}))
         recs = [VideoRecord(p, 0, 'x') for p in paths] + [VideoRecord({str(good)!r}, 0, 'x')]
         dc = DataConfig(num_frames=8, input_size=64, short_side=64, decoder=sys.argv[1])
-        ds = build_dataset(dc, 'train', records=recs); ds.max_subs = len(recs)
+        ds = build_dataset(dc, 'train', records=recs, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
+        ds.max_subs = len(recs)
         n_bad = sum(ds[i]['n_bad'] for i in range(len(recs)))
         print(json.dumps(dict(n_bad=n_bad, bad=len(ds.bad))))
     ''')
@@ -141,7 +146,7 @@ def test_gif_through_pyav(tmp_path):
     r = open_video(p)                                   # auto: decord does not read GIF, PyAV does
     assert r.backend == 'pyav' and r.num_frames == 12
     fr = r.get([0, 11]); assert fr.shape == (2, 30, 40, 3) and fr[1, :, 33:37].mean() > 200
-    ds = build_dataset(DataConfig(num_frames=4, input_size=24, short_side=24), 'test', records=[VideoRecord(str(p), 0, 'a')])
+    ds = build_dataset(DataConfig(num_frames=4, input_size=24, short_side=24), 'test', records=[VideoRecord(str(p), 0, 'a')], **NORM)
     assert ds[0]['video'].shape == (3, 4, 24, 24)
 
 
@@ -150,9 +155,9 @@ def test_loader_workers_bad_items_and_seeded_sampling(videos, tmp_path):
     recs = [VideoRecord(str(videos / n), i % 2, 'ab'[i % 2]) for i, n in enumerate(VIDEOS)] + [VideoRecord(str(bad), 1, 'b')]
     dc = DataConfig(num_frames=4, input_size=48, short_side=56, num_workers=2)
     torch.manual_seed(0)
-    batches = list(build_dataloader(dc, 'train', records=recs, batch_size=2))
+    batches = list(build_dataloader(dc, 'train', records=recs, batch_size=2, **NORM))
     assert sum(int(b['n_bad'].sum()) for b in batches) == 1 and all(b['video'].shape == (2, 3, 4, 48, 48) for b in batches)
-    ds = build_dataset(dc, 'train', records=recs)
+    ds = build_dataset(dc, 'train', records=recs, **NORM)
     torch.manual_seed(5); a = ds.load(0)[1]; torch.manual_seed(5); b = ds.load(0)[1]; torch.manual_seed(6); c = ds.load(0)[1]
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
 
@@ -168,10 +173,3 @@ def test_check_data_cli_on_split_class_layout(videos, tmp_path, capsys):
     assert rc == 1 and out['ok'] == 3 and out['bad'] == 1 and out['classes'] == ['Fear', 'Joy']
     assert Path(out['report']).is_file() and out['by_status']['unreadable'] == 1
     assert Path(out['report']).with_suffix('.summary.json').is_file()
-
-
-def test_bench_data_cli_smoke(videos, capsys):
-    rc = bench_data_cli(['--fixtures', str(videos), '--sets', 'fixtures', '--workers', '0', '--decoders', 'decord', 'pyav',
-                         '--clips', '2', '--batch', '1', '--frames', '4', '--size', '64', '--short-side', '72', '--json'])
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 0 and len(out['results']) == 2 and all(r['clips_per_s'] > 0 and r['n_bad'] == 0 for r in out['results'])
