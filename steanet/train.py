@@ -300,15 +300,18 @@ def setup_process(cfg: ExperimentConfig) -> tuple:
     if cfg.train.deterministic: set_deterministic(True)
     return device, amp_dtype(cfg.train.amp, device), rank, world
 
-def _run_folder(cfg: ExperimentConfig, run: tracking.Run, run_dir, is_main: bool) -> Path:
-    "`run_dir`, else `<train.out_dir>/<dataset>/<run name>[-<run id>]` under the project; created on rank 0."
+def _run_folder(cfg: ExperimentConfig, run: tracking.Run, run_dir, rank: int, world: int) -> Path:
+    """`run_dir`, else `<train.out_dir>/<dataset>/<run name>[-<run id>]` under the project, named by rank 0 (only it
+    knows the run id) for every rank; created on rank 0."""
     if run_dir is None:
         name = cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
         if run.active: name = f'{name}-{run.run_id[:8]}'
         run_dir = Path(cfg.train.out_dir) / cfg.data.dataset / name
         if not run_dir.is_absolute(): run_dir = project_dir() / run_dir
+        if world > 1:
+            box = [str(run_dir)]; dist.broadcast_object_list(box, src=0); run_dir = box[0]
     run_dir = Path(run_dir)
-    if is_main: run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 def _seeded_model(cfg: ExperimentConfig, device) -> nn.Module:
@@ -330,7 +333,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
     if not train_r: raise ConfigError(f'no training videos found for data.root={cfg.data.root}')
     if cfg.data.num_classes is None: cfg.data.num_classes = len(class_names)
     model = _seeded_model(cfg, device)
-    run_dir = _run_folder(cfg, run, run_dir, rank == 0)
+    run_dir = _run_folder(cfg, run, run_dir, rank, world)
     norm = dict(mean=model.meta['mean'], std=model.meta['std'])    # the one source of the input normalisation
     train_ds = SeededItems(build_dataset(cfg, 'train', records=train_r, train=True, **norm), tc.seed)
     val_ds = build_dataset(cfg, 'val', records=val_r, train=False, **norm) if val_r else None
