@@ -13,12 +13,11 @@ from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, St
                             list_presets, make_config, redacted_dict, show_config)
 
 # %% auto #0
-__all__ = ['SET_HELP', 'LEGACY_ERRORS', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser',
-           'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'scalar_metrics',
-           'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser',
-           'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd',
-           'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage',
-           'main']
+__all__ = ['SET_HELP', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser', 'is_expected',
+           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'scalar_metrics', 'train_cmd',
+           'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd',
+           'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd', 'explain_parser',
+           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -54,17 +53,9 @@ def make_parser(cmd: str, description: str, **kw) -> Parser:
     return add_common_args(Parser(prog=f'steanet {cmd}', description=description), **kw)
 
 # %% ../nbs/09_cli.ipynb #334d5bca
-# error classes of rooms that do not derive from SteanetError yet; each entry goes once its class does (tested below)
-LEGACY_ERRORS = ('steanet.train.CheckpointError', 'steanet.train.TrainingDiverged', 'steanet.tracking.TrackingError')
-
-def _legacy(name: str):
-    mod, _, cls = name.rpartition('.')
-    return getattr(sys.modules.get(mod), cls, None)
-
 def is_expected(e: BaseException) -> bool:
-    "An error steanet explains in one line (`SteanetError`, `OSError`, a `LEGACY_ERRORS` class), not a bug."
-    if isinstance(e, (SteanetError, OSError)): return True
-    return any(isinstance(c, type) and isinstance(e, c) for c in map(_legacy, LEGACY_ERRORS))
+    "An error steanet explains in one line (a `SteanetError`, or an `OSError` such as a missing file), not a bug."
+    return isinstance(e, (SteanetError, OSError))
 
 class Outcome(NamedTuple):
     "What a handler returns: `result` (printed as JSON under `--json`), `text` (the human summary), `code` (exit code)."
@@ -229,21 +220,12 @@ def predict_parser() -> Parser:
     p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file')
     return p
 
-def _predictions_csv(preds: list, path) -> Path:
-    "One row per (video, rank), or one error row; written atomically. Moves into `predict_videos(csv=...)`."
-    buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n')
-    w.writerow(['video', 'rank', 'class', 'prob', 'error'])
-    for r in preds:
-        if r['error']: w.writerow([r['video'], '', '', '', r['error']])
-        w.writerows([r['video'], k + 1, t['class'], f"{t['prob']:.5f}", ''] for k, t in enumerate(r['top']))
-    return atomic_write(path, buf.getvalue())
-
 def predict_cmd(a) -> Outcome:
     "`steanet predict`: `predict_videos`, one line per video; exit code 1 if any file failed."
     from steanet.train import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
-                           allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights)
-    if a.csv: _predictions_csv(preds, a.csv)
+                           allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
+                           csv=a.csv)
     text = [f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
                                  ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])) for r in preds]
     return Outcome({'predictions': preds, 'csv': a.csv}, '\n'.join(text), 0 if all(r['error'] is None for r in preds) else 1)

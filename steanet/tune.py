@@ -4,16 +4,15 @@
 
 # %% ../nbs/06_tune.ipynb #d2f5ea29
 from __future__ import annotations
-import argparse, contextlib, copy, json, math, os, signal, socket, sys, time, warnings
-from dataclasses import dataclass, field
+import contextlib, copy, json, os, signal, socket, sys, time, warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState, FrozenTrial
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from .tracking import sqlite_init_lock
+from .tracking import setup_mlflow, sqlite_init_lock
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
                             flatten_config, atomic_write, project_dir, save_config)
 
@@ -285,49 +284,14 @@ def recover_interrupted(study: optuna.Study, recovery: Recovery) -> list:
 # %% ../nbs/06_tune.ipynb #f1b9fb65
 MLFLOW_STATUS = {'COMPLETE': 'FINISHED', 'PRUNED': 'KILLED', 'FAIL': 'FAILED'}
 
-def _tracking_uri(cfg: ExperimentConfig) -> str:
-    try:
-        from steanet.tracking import tracking_uri
-        return tracking_uri(cfg)
-    except ImportError:
-        if cfg.tracking.uri: return cfg.tracking.uri
-        if os.environ.get('MLFLOW_TRACKING_URI'): return os.environ['MLFLOW_TRACKING_URI']
-        p = project_dir() / 'mlruns'; p.mkdir(parents=True, exist_ok=True)
-        return f'sqlite:///{p / "mlflow.db"}'
-
-def _experiment_id(client, cfg: ExperimentConfig) -> str:
-    try:
-        from steanet.tracking import setup_mlflow
-        return setup_mlflow(cfg)[1]
-    except ImportError: pass
-    name = cfg.tracking.experiment or cfg.data.dataset
-    exp = client.get_experiment_by_name(name)
-    if exp is not None: return exp.experiment_id
-    loc = None
-    if not client.tracking_uri.startswith(('http:', 'https:', 'databricks')):
-        root = Path(cfg.tracking.artifact_root)
-        loc = (root if root.is_absolute() else project_dir() / root).resolve().as_uri()
-    try: return client.create_experiment(name, artifact_location=loc)
-    except Exception:  # created by a parallel worker meanwhile
-        exp = client.get_experiment_by_name(name)
-        if exp is None: raise
-        return exp.experiment_id
-
 class StudyTracker:
     "MLflow logging of a study: the parent run, nested trial runs, their final states and the study's artifacts."
     def __init__(self, cfg: ExperimentConfig, enabled: bool = True):
         self.enabled, self.cfg, self.parent_id, self.errors = enabled and cfg.tracking.enabled, cfg, None, {}
         if not self.enabled: return
-        os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
-        from mlflow import MlflowClient
-        self.uri = _tracking_uri(cfg)
-        try:
-            with sqlite_init_lock(self.uri):  # the first touch creates/migrates a fresh store: one worker at a time
-                self.client = MlflowClient(self.uri)
-                self.experiment_id = retry_concurrent(lambda: _experiment_id(self.client, cfg))
-        except Exception as e:
-            raise RuntimeError(f'MLflow at {self.uri} is not usable ({type(e).__name__}: {e}); start the server, fix '
-                               f'tracking.uri / MLFLOW_TRACKING_URI, or pass --set tracking.enabled=false') from None
+        # the store of every steanet run (tracking.tracking_uri: $MLFLOW_TRACKING_URI, cfg.tracking.uri, the project's
+        # sqlite file); setup_mlflow serialises the creation of a fresh sqlite store, retry_concurrent a fresh server's
+        self.client, self.experiment_id, self.uri = retry_concurrent(lambda: setup_mlflow(cfg))
 
     def attach(self, study: optuna.Study, created: bool, tags: dict, wait: float = 30.0):
         """Find the study's parent run in this tracking store (or create it) and mark it RUNNING. The study keeps
@@ -359,7 +323,7 @@ class StudyTracker:
     def start_trial(self, trial: optuna.Trial, tcfg: ExperimentConfig) -> Optional[str]:
         "Create the trial's nested run, log its params, and return its id (handed to `fit(run=...)`)."
         if not self.enabled: return None
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
         tags = {'mlflow.parentRunId': self.parent_id, 'steanet.kind': 'trial', 'optuna.study': trial.study.study_name,
                 'optuna.trial_number': str(trial.number), 'optuna.state': 'RUNNING', 'mlflow.runName': tcfg.tracking.run_name}
         orig = _system_attrs(trial).get('failed_trial')
@@ -462,7 +426,7 @@ def make_objective(cfg: ExperimentConfig, train_records, val_records, tracker: S
                    fit_fn: Optional[Callable] = None, recovery: Optional[Recovery] = None, state: Optional[dict] = None,
                    class_names=None):
     "The Optuna objective: sample a config, train it with `fit` on train/val records, report per epoch, return the score."
-    names, multi = list(cfg.tune.objectives), len(cfg.tune.objectives) > 1
+    multi = len(cfg.tune.objectives) > 1
     fit_fn = fit_fn or default_fit()
     state = {} if state is None else state
     def objective(trial: optuna.Trial):
@@ -625,98 +589,103 @@ def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampl
     return study, created, url
 
 def run_study(cfg: ExperimentConfig, *, fit_fn: Optional[Callable] = None, records: Optional[tuple] = None,
-              progress: bool = True, plots: bool = True, log: Optional[Callable[[str], None]] = None) -> dict:
-    "Run (or continue) the study `cfg.tune.study` until its budget is used; returns `study_summary` + run ids and paths."
+              progress: bool = True, plots: bool = True, log: Optional[Callable[[str], None]] = None,
+              sampler=None) -> dict:
+    """Run (or continue) the study `cfg.tune.study` until its budget is used; returns `study_summary` + run ids and paths.
+    `sampler`: this worker's sampler instead of `make_sampler(cfg)` (which seeds from the pid, so workers differ)."""
     t_start = time.time()
     names = list(cfg.tune.objectives); study_directions(cfg); search_space(cfg)  # fail fast on a bad config
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our trial lines replace Optuna's (failures: reason + MLflow tag)
-    try: return _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log)
+    try: return _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler)
     finally: optuna.logging.set_verbosity(verbosity)
 
-def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log):
-    recovery = Recovery()
-    study, created, url = open_study(cfg, recovery)
-    tracker = StudyTracker(cfg)
+def _start_study(cfg: ExperimentConfig, names, progress: bool, log, sampler=None):
+    "`(study, url, tracker, recovery, say)`: the study opened, its parent run attached, interrupted trials recovered."
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    recovery = Recovery()
+    study, created, url = open_study(cfg, recovery, sampler)
+    tracker = StudyTracker(cfg)
     say = log or (lambda s: tqdm.write(s, file=sys.stderr) if progress else None)
     recovery.tracker, recovery.log = tracker, say
-    sampler_name, pruner_name = type(study.sampler).__name__, type(study.pruner).__name__
     tracker.attach(study, created, tags={
-        'optuna.study': study.study_name, 'optuna.storage': describe_storage(url), 'optuna.sampler': sampler_name,
-        'optuna.pruner': pruner_name, 'optuna.directions': ','.join(d.name.lower() for d in study.directions),
+        'optuna.study': study.study_name, 'optuna.storage': describe_storage(url),
+        'optuna.sampler': type(study.sampler).__name__, 'optuna.pruner': type(study.pruner).__name__,
+        'optuna.directions': ','.join(d.name.lower() for d in study.directions),
         'optuna.objectives': ','.join(names), 'optuna.n_trials': str(cfg.tune.n_trials)})
     if tracker.enabled and created:
         from mlflow.entities import Param
         tracker.client.log_batch(tracker.parent_id, params=[Param(k, str(v)[:6000]) for k, v in flatten_config(cfg).items()])
     recover_interrupted(study, recovery); tracker.close_orphans(study)
+    return study, url, tracker, recovery, say
+
+def _one_trial(study: optuna.Study, objective, state: dict, recovery: Recovery, say) -> Optional[FrozenTrial]:
+    "Run one trial and return it (None if none ran); on Ctrl-C / SIGTERM the trial is failed and re-queued first."
+    state.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        try: study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        except KeyboardInterrupt:
+            if state.get('trial_id') is not None:
+                ft = study._storage.get_trial(state['trial_id'])
+                recovery.log = None
+                recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)')
+                say(f'trial {ft.number} interrupted: FAIL, re-queued; run the same command to continue')
+            raise
+    return study._storage.get_trial(state['trial_id']) if state.get('trial_id') is not None else None
+
+def _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran: list) -> str:
+    "Trials until the budget is used, `tune.timeout` has passed or three fail in a row; returns why it stopped."
+    fails_in_row = 0
+    while True:
+        recover_interrupted(study, recovery)
+        if len(counted_trials(study)) >= cfg.tune.n_trials: return 'budget used'
+        if cfg.tune.timeout is not None and time.time() - t_start >= cfg.tune.timeout: return 'timeout'
+        ft = _one_trial(study, objective, state, recovery, say)
+        if ft is None: continue
+        secs, reason = time.time() - state['t0'], tracker.errors.get(ft.number, '')
+        tracker.end_trial(ft, names, secs); ran.append(ft.number)
+        say(_trial_line(ft, names, secs, _best_desc(study), reason))
+        bar.n = min(len(counted_trials(study)), cfg.tune.n_trials); bar.refresh()
+        fails_in_row = fails_in_row + 1 if (ft.state == TrialState.FAIL and not ft.user_attrs.get(SURPLUS_ATTR)) else 0
+        if fails_in_row >= 3:
+            say(f'stopping: three trials in a row failed; the last one:\n{reason}\nfix the error and run the '
+                f'same command again')
+            return 'three trials in a row failed'
+
+def _study_outputs(study: optuna.Study, summary: dict, names) -> list:
+    "The plots, `trials.csv` and the best trial's `best_config.yaml` under `mlruns/studies/<study>`; returns the files."
+    out = project_dir() / 'mlruns' / 'studies' / study.study_name
+    summary['plots'] = {k: str(v) for k, v in study_plots(study, out, names).items()}
+    arts = [Path(p) for p in summary['plots'].values()]
+    try: arts.append(atomic_write(out / 'trials.csv', study.trials_dataframe().to_csv(index=False)))
+    except Exception as e: warnings.warn(f'trials.csv not written: {e}')
+    if summary.get('best'):
+        best = study.get_trials(deepcopy=False)[summary['best']['number']]
+        best_cfg = config_from_dict(study._storage.get_trial(best._trial_id).user_attrs[CONFIG_ATTR])
+        arts.append(save_config(best_cfg, out / 'best_config.yaml')); summary['best_config'] = str(out / 'best_config.yaml')
+    return arts
+
+def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler=None):
+    from tqdm.auto import tqdm
+    study, url, tracker, recovery, say = _start_study(cfg, names, progress, log, sampler)
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
-    state = {}
+    state, ran = {}, []
     objective = make_objective(cfg, train_records, val_records, tracker, fit_fn, recovery, state, class_names)
-    ran, fails_in_row, stop_reason = [], 0, 'budget used'
+    bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
     bar.update(min(len(counted_trials(study)), cfg.tune.n_trials))
     try:
         with _sigterm_as_interrupt():
-            while True:
-                recover_interrupted(study, recovery)
-                if len(counted_trials(study)) >= cfg.tune.n_trials: break
-                if cfg.tune.timeout is not None and time.time() - t_start >= cfg.tune.timeout:
-                    stop_reason = 'timeout'; break
-                state.clear()
-                with warnings.catch_warnings():
-                    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-                    try: study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-                    except KeyboardInterrupt:
-                        if state.get('trial_id') is not None:
-                            ft = study._storage.get_trial(state['trial_id'])
-                            recovery.log = None
-                            recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)')
-                            say(f'trial {ft.number} interrupted: FAIL, re-queued; run the same command to continue')
-                        stop_reason = 'interrupted'; raise
-                if state.get('trial_id') is None: continue
-                ft = study._storage.get_trial(state['trial_id'])
-                secs = time.time() - state['t0']
-                reason = tracker.errors.get(ft.number, '')
-                tracker.end_trial(ft, names, secs)
-                ran.append(ft.number)
-                say(_trial_line(ft, names, secs, _best_desc(study), reason))
-                bar.n = min(len(counted_trials(study)), cfg.tune.n_trials); bar.refresh()
-                fails_in_row = fails_in_row + 1 if (ft.state == TrialState.FAIL and not ft.user_attrs.get(SURPLUS_ATTR)) else 0
-                if fails_in_row >= 3:
-                    stop_reason = 'three trials in a row failed'
-                    say(f'stopping: three trials in a row failed; the last one:\n{reason}\nfix the error and run the '
-                        f'same command again')
-                    break
-    except KeyboardInterrupt:
-        stop_reason = 'interrupted'; raise
-    except BaseException as e:
-        stop_reason = f'error: {type(e).__name__}: {e}'; raise
-    finally:
-        bar.close()
-        summary = study_summary(study, cfg)
-        summary.update(storage=describe_storage(url), parent_run_id=tracker.parent_id, ran=ran,
-                       stopped=stop_reason, seconds=round(time.time() - t_start, 2))
-        arts = []
-        ok = not stop_reason.startswith(('interrupted', 'error'))
-        if plots and ok:
-            out = project_dir() / 'mlruns' / 'studies' / study.study_name
-            summary['plots'] = {k: str(v) for k, v in study_plots(study, out, names).items()}
-            arts = [Path(p) for p in summary['plots'].values()]
-            try:
-                df = study.trials_dataframe()
-                arts.append(atomic_write(out / 'trials.csv', df.to_csv(index=False)))
-            except Exception as e: warnings.warn(f'trials.csv not written: {e}')
-            if summary.get('best'):
-                best_cfg = config_from_dict(study._storage.get_trial(
-                    study.get_trials(deepcopy=False)[summary['best']['number']]._trial_id).user_attrs[CONFIG_ATTR])
-                arts.append(save_config(best_cfg, out / 'best_config.yaml'))
-                summary['best_config'] = str(out / 'best_config.yaml')
-        if ok:
-            tracker.close_orphans(study)
-            tracker.finish(study, summary, arts)
+            stopped = _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran)
+    finally: bar.close()
+    summary = study_summary(study, cfg)
+    summary.update(storage=describe_storage(url), parent_run_id=tracker.parent_id, ran=ran, stopped=stopped,
+                   seconds=round(time.time() - t_start, 2))
+    arts = _study_outputs(study, summary, names) if plots else []
+    tracker.close_orphans(study)
+    tracker.finish(study, summary, arts)
     return summary
 
 # %% ../nbs/06_tune.ipynb #8f9a59c4

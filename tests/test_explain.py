@@ -163,19 +163,14 @@ def test_outputs_go_to_an_mlflow_run(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 def _train_demo(tmp_path_factory, name, quick):
-    import os
-    pytest.importorskip('steanet.demo')
-    home = tmp_path_factory.mktemp(name)
-    old = os.environ.get('STEANET_HOME'); os.environ['STEANET_HOME'] = str(home)
-    try: return ex.demo_checkpoint(quick=quick)
-    finally:
-        if old is None: os.environ.pop('STEANET_HOME', None)
-        else: os.environ['STEANET_HOME'] = old
+    from steanet.demo import demo_checkpoint
+    from steanet.testing import project_home
+    with project_home(tmp_path_factory.mktemp(name)): return demo_checkpoint(quick=quick)
 
 
 @pytest.fixture(scope='session')
 def quick_model(tmp_path_factory):
-    "A small demo-style STEANet (`explain.QUICK_DEMO`: fewer videos, pre-training steps and epochs), for the CLI."
+    "A small demo-style STEANet (`demo.QUICK_DEMO`: fewer videos, pre-training steps and epochs), for the CLI."
     return _train_demo(tmp_path_factory, 'quick_demo', quick=True)
 
 

@@ -47,7 +47,8 @@ def load_st(p):
 
 
 def test_checkpoint_contents_and_reload(synth_root, tmp_path):
-    from steanet.train import fit, load_checkpoint, load_resume_state, CheckpointError
+    from steanet.train import fit, load_resume_state
+    from steanet.checkpoint import load_checkpoint, CheckpointError
     from steanet.model import build_model, tunable_state_dict, mark_trainable
     torch.set_num_threads(1)
     res = fit(make_config('demo', tiny_overrides(synth_root)), run_dir=tmp_path / 'run', progress=False)
@@ -151,17 +152,19 @@ def test_two_process_gloo_equals_one_process(synth_root, tmp_path):
     script = tmp_path / 'run_steanet.py'
     script.write_text('import sys\nfrom steanet.cli import main\nsys.exit(main(sys.argv[1:]))\n')
     env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
+    # no --run-dir and tracking on: rank 0 names the run folder after its MLflow run, and every rank uses that folder
     r = subprocess.run([PY, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), 'train',
-                        '--config', str(cfgp), '--set', 'train.batch_size=2', '--run-dir', str(tmp_path / 'two'), '--json'],
+                        '--config', str(cfgp), '--set', 'train.batch_size=2', 'tracking.enabled=true', '--json'],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     two = last_json(r.stdout)
+    assert Path(two['run_dir']).name.endswith(two['run_id'][:8])
     assert two['world_size'] == 2 and one['world_size'] == 1
     for k in ('val/top1', 'test/top1', 'best_val_top1'):
         assert two['metrics'][k] == pytest.approx(one['metrics'][k]), k
     for k in ('val/loss', 'train/epoch_loss', 'test/loss'):
         assert two['metrics'][k] == pytest.approx(one['metrics'][k], abs=1e-4), k
-    a, b = load_st(tmp_path / 'one' / 'last.safetensors'), load_st(tmp_path / 'two' / 'last.safetensors')
+    a, b = load_st(tmp_path / 'one' / 'last.safetensors'), load_st(Path(two['run_dir']) / 'last.safetensors')
     for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
