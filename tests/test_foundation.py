@@ -68,3 +68,48 @@ def test_console_script_help():
     exe = Path(sys.executable).parent / 'steanet'
     r = subprocess.run([str(exe), '--help'], capture_output=True, text=True)
     assert r.returncode == 0 and 'check-data' in r.stdout
+
+
+# The rooms in reading order (../shared/DESIGN.md): a module may import only rooms above it. The data package's
+# rooms come in their own order, then the package itself (`steanet.data`, which re-exports them).
+ROOMS = ['steanet', 'steanet.config', 'steanet.adapters', 'steanet.model', 'steanet.checkpoint',
+         'steanet.data.records', 'steanet.data.video', 'steanet.data.clips', 'steanet.data.datasets',
+         'steanet.data.check', 'steanet.data', 'steanet.synthetic', 'steanet.tracking', 'steanet.train',
+         'steanet.demo', 'steanet.tune', 'steanet.explain', 'steanet.bench', 'steanet.cli', 'steanet.testing']
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix('')
+    parts = list(rel.parts)
+    if parts[-1] == '__init__': parts = parts[:-1]
+    return '.'.join(parts)
+
+
+def _steanet_imports(path: Path) -> set:
+    "Every steanet module `path` imports, at the top or inside a function (relative imports resolved)."
+    import ast
+    me = _module_name(path); pkg = me if path.name == '__init__.py' else me.rpartition('.')[0]
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            out |= {a.name for a in n.names if a.name.split('.')[0] == 'steanet'}
+        elif isinstance(n, ast.ImportFrom):
+            base = n.module or ''
+            if n.level:
+                up = pkg.split('.')[:len(pkg.split('.')) - (n.level - 1)]
+                base = '.'.join(up + ([base] if base else []))
+            if base.split('.')[0] != 'steanet': continue
+            for a in n.names:    # `from steanet import tracking` imports the module steanet.tracking
+                sub = f'{base}.{a.name}'
+                out.add(sub if sub in ROOMS else base)
+    return out - {me}
+
+
+def test_rooms_import_only_downward():
+    "No room imports a room below it (so there is no cycle either); every module is placed in ROOMS."
+    mods = {_module_name(p): p for p in (ROOT / 'steanet').rglob('*.py') if p.name != '_modidx.py'}
+    unplaced = sorted(set(mods) - set(ROOMS))
+    assert not unplaced, f'modules missing from ROOMS (place them in reading order): {unplaced}'
+    up = [f'{m} imports {i}' for m, p in mods.items() for i in sorted(_steanet_imports(p))
+          if i in ROOMS and ROOMS.index(i) >= ROOMS.index(m)]
+    assert not up, 'imports that go up the table of rooms:\n' + '\n'.join(up)
