@@ -1,5 +1,5 @@
 """The CI gate itself: each of its first three steps must catch the problem it exists for."""
-import shutil, subprocess, sys, time
+import ast, shutil, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -113,3 +113,30 @@ def test_rooms_import_only_downward():
     up = [f'{m} imports {i}' for m, p in mods.items() for i in sorted(_steanet_imports(p))
           if i in ROOMS and ROOMS.index(i) >= ROOMS.index(m)]
     assert not up, 'imports that go up the table of rooms:\n' + '\n'.join(up)
+
+
+def test_functions_are_short():
+    "House style: a function reads at a glance; none in steanet/ is longer than 80 lines (a long procedure is a composition)."
+    long = []
+    for p in (ROOT / 'steanet').rglob('*.py'):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80:
+                long.append(f'{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)')
+    assert not long, 'functions over 80 lines:\n' + '\n'.join(long)
+
+
+def test_no_import_fallbacks_between_own_modules():
+    "A room imports its siblings plainly: no `except ImportError` around an import of steanet's own modules."
+    bad = []
+    for p in (ROOT / 'steanet').rglob('*.py'):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if not isinstance(n, ast.Try): continue
+            if not any(isinstance(h.type, ast.Name) and h.type.id in ('ImportError', 'ModuleNotFoundError') for h in n.handlers):
+                continue
+            for s in n.body:
+                for i in ast.walk(s):
+                    if isinstance(i, ast.ImportFrom) and ((i.module or '').startswith('steanet') or i.level):
+                        bad.append(f'{p.relative_to(ROOT)}:{i.lineno}')
+                    if isinstance(i, ast.Import) and any(a.name.startswith('steanet') for a in i.names):
+                        bad.append(f'{p.relative_to(ROOT)}:{i.lineno}')
+    assert not bad, 'import fallbacks around own modules: ' + ', '.join(bad)
