@@ -19,7 +19,7 @@ log = logging.getLogger('steanet.bench')
 
 # %% auto #0
 __all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'bench_model', 'bench_model_table', 'long_bench_videos',
-           'bench_data', 'bench_data_table']
+           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -259,4 +259,32 @@ def bench_data_table(r: dict) -> str:
     rows += [f"{x['set']:<9} {x['decoder']:<7} {x['workers']:>7} {x['clips_per_s']:>8.2f} {x['frames_per_s']:>9.1f}"
              for x in r['results']]
     return '\n'.join(rows)
+
+
+# %% ../nbs/08_bench.ipynb #d4ed0bfe
+def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
+                progress: bool = True) -> dict:
+    "Loader clips/s decoding `cfg`'s `subset` videos (`raw`) and reading them from the prepared `store`, same settings."
+    import dataclasses
+    from steanet.data import load_records, open_store
+    recs, _ = load_records(cfg, subset); st = open_store(store)
+    recs = [r for r in recs if r in st] if False else [r for r in recs if r.path in st]
+    if not recs: raise DataError(f'{store}: none of the {subset} videos of the config are in the store; run prepare-data')
+    recs = recs * max(1, (2 * clips) // len(recs))
+    out = dict(workers=workers, frames=cfg.data.num_frames, size=cfg.data.input_size, short_side=cfg.data.short_side,
+               sampling=cfg.data.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
+               store_format=st.format, store_bytes=sum({v['key']: v['bytes'] for v in st.videos.values()}.values()))
+    for name, dc in (('raw', dataclasses.replace(cfg.data, store='')), ('store', dataclasses.replace(cfg.data, store=str(store)))):
+        if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
+        out[name] = _bench_loader(recs, dataclasses.replace(dc, num_workers=workers), workers, clips, batch)
+        if progress: print(f"  {out[name]['clips_per_s']:.2f} clips/s", file=sys.stderr, flush=True)
+    out['speedup'] = round(out['store']['clips_per_s'] / out['raw']['clips_per_s'], 2)
+    out['store_clips_per_s_per_worker'] = round(out['store']['clips_per_s'] / max(1, workers), 2)
+    return out
+
+def bench_store_table(r: dict) -> str:
+    "The lines `steanet bench data --store` prints."
+    return (f"{r['videos']} videos, {r['frames']}x{r['size']}^2 clips, {r['sampling']}, workers {r['workers']}: "
+            f"raw {r['raw']['clips_per_s']:.2f} clips/s, store {r['store']['clips_per_s']:.2f} clips/s "
+            f"({r['speedup']:.1f}x; {r['store_format']} store, {r['store_bytes'] / 1e6:.1f} MB)")
 

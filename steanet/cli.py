@@ -18,7 +18,8 @@ __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS'
            'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd',
            'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function',
            'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
-           'check_data_parser', 'check_data_text', 'check_data_cmd', 'bench_parser', 'bench_cmd', 'usage', 'main']
+           'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
+           'bench_parser', 'bench_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -430,6 +431,29 @@ def check_data_cmd(a) -> Outcome:
     return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
 
 
+# %% ../nbs/09_cli.ipynb #0847fa8b
+def prepare_data_parser() -> Parser:
+    p = make_parser('prepare-data', "Decode every video of a dataset once into a prepared store (frames at the crops' "
+                    "short side); train/eval/tune/demo then read it with --set data.store=DIR.", config='ve8')
+    p.add_argument('--out', required=True, metavar='DIR', help='the store folder (created; an existing store is updated)')
+    p.add_argument('--workers', type=int, default=2, help='worker processes (default 2; 0: in this process)')
+    p.add_argument('--short-side', type=int, default=None,
+                   help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
+    p.add_argument('--fps', type=float, default=None, help='keep at most this many frames a second (default: every frame)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    return p
+
+def prepare_data_cmd(a) -> Outcome:
+    "`steanet prepare-data`: `prepare_data` on the config's records; exit 1 when some sources are bad."
+    from steanet.data import prepare_data, prepare_text
+    say = (lambda s: None) if a.quiet else None
+    s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
+                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+    return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
+
+
 # %% ../nbs/09_cli.ipynb #1510edd1
 def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--backbone', default='ViT-B-16', help='open_clip model name (default ViT-B-16)')
@@ -463,6 +487,9 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--short-side', type=int, default=256)
     p.add_argument('--long-videos', type=int, default=2)
     p.add_argument('--long-seconds', type=float, default=60.0)
+    p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
+                   'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
     return p
 
 def bench_parser() -> Parser:
@@ -474,7 +501,7 @@ def bench_parser() -> Parser:
     _bench_data_args(add_common_args(sub.add_parser(
         'data', help='time video decoding and the whole data pipeline (steanet.data)',
         description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
-                    'long 640x360 H.264 videos.'), overrides=False))
+                    'long 640x360 H.264 videos.'), overrides=True))
     return p
 
 def bench_cmd(a) -> Outcome:
@@ -486,6 +513,10 @@ def bench_cmd(a) -> Outcome:
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
                               grad_checkpointing=a.grad_checkpointing, threads=a.threads)
         return Outcome(r, bench.bench_model_table(r))
+    if a.store:
+        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
+                              clips=a.clips, batch=a.batch, progress=progress(a))
+        return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
@@ -507,6 +538,8 @@ COMMANDS = {
                           explain_parser, explain_cmd),
     'check-data': Command('decode every video of a dataset in subprocesses and report the bad files',
                           check_data_parser, check_data_cmd),
+    'prepare-data': Command('decode a dataset once into a prepared store (then --set data.store=DIR)',
+                          prepare_data_parser, prepare_data_cmd),
     'config':     Command('`config show`: the resolved config as YAML (secrets masked); `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
