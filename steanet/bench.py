@@ -263,12 +263,12 @@ def bench_data_table(r: dict) -> str:
 
 # %% ../nbs/08_bench.ipynb #d4ed0bfe
 def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
-                progress: bool = True) -> dict:
+                store_clips: Optional[int] = None, progress: bool = True) -> dict:
     "Loader clips/s decoding `cfg`'s `subset` videos (`raw`) and reading them from the prepared `store`, same settings."
     import dataclasses
-    from steanet.data import load_records, open_store
+    from steanet.data import DataError, load_records, open_store
     recs, _ = load_records(cfg, subset); st = open_store(store)
-    recs = [r for r in recs if r in st] if False else [r for r in recs if r.path in st]
+    recs = [r for r in recs if r.path in st]
     if not recs: raise DataError(f'{store}: none of the {subset} videos of the config are in the store; run prepare-data')
     recs = recs * max(1, (2 * clips) // len(recs))
     out = dict(workers=workers, frames=cfg.data.num_frames, size=cfg.data.input_size, short_side=cfg.data.short_side,
@@ -276,7 +276,9 @@ def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4
                store_format=st.format, store_bytes=sum({v['key']: v['bytes'] for v in st.videos.values()}.values()))
     for name, dc in (('raw', dataclasses.replace(cfg.data, store='')), ('store', dataclasses.replace(cfg.data, store=str(store)))):
         if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
-        out[name] = _bench_loader(recs, dataclasses.replace(dc, num_workers=workers), workers, clips, batch)
+        n = clips if name == 'raw' else (store_clips or 4 * clips)
+        out[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
+                                  dataclasses.replace(dc, num_workers=workers), workers, n, batch)
         if progress: print(f"  {out[name]['clips_per_s']:.2f} clips/s", file=sys.stderr, flush=True)
     out['speedup'] = round(out['store']['clips_per_s'] / out['raw']['clips_per_s'], 2)
     out['store_clips_per_s_per_worker'] = round(out['store']['clips_per_s'] / max(1, workers), 2)

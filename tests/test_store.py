@@ -81,3 +81,13 @@ def test_the_demo_prepares_once_and_trains_every_variant_from_the_store(prepared
     for _ in range(2): r = demo.run_demo(['tracking.enabled=false'], progress=False)
     assert [s['prepared'] for s in summaries] == [24, 0] and summaries[1]['reused'] == 24
     assert {c.data.store for c in seen} == {r['store']} and len(seen) == 2 * len(demo.DEMO_VARIANTS)
+
+
+def test_persistent_workers_keep_the_seeding(prepared, tmp_path):
+    "One training loader per run (workers persist across epochs): 2 workers give the same losses as none, epoch by epoch."
+    from steanet.train import fit
+    root, store, _ = prepared
+    torch.set_num_threads(1)
+    h = [fit(make_config('demo', _overrides(root, store, **{'train.epochs': 2, 'data.num_workers': w})),
+             run_dir=tmp_path / f'w{w}', progress=False, test=False)['history'] for w in (0, 2)]
+    assert [e['train/epoch_loss'] for e in h[0]] == pytest.approx([e['train/epoch_loss'] for e in h[1]], rel=1e-5)
