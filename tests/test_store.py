@@ -91,3 +91,16 @@ def test_persistent_workers_keep_the_seeding(prepared, tmp_path):
     h = [fit(make_config('demo', _overrides(root, store, **{'train.epochs': 2, 'data.num_workers': w})),
              run_dir=tmp_path / f'w{w}', progress=False, test=False)['history'] for w in (0, 2)]
     assert [e['train/epoch_loss'] for e in h[0]] == pytest.approx([e['train/epoch_loss'] for e in h[1]], rel=1e-5)
+
+
+def test_multi_view_test_reads_each_video_once(prepared, monkeypatch):
+    "4 temporal x 3 spatial views of a test item: one read of the stored video for all 12."
+    from steanet.data import build_dataset, store
+    root, st, _ = prepared
+    calls = []
+    real = store.StoreReader.get
+    monkeypatch.setattr(store.StoreReader, 'get', lambda self, idx: calls.append(len(idx)) or real(self, idx))
+    ds = build_dataset(make_config('demo', _overrides(root, st, **{'data.num_clips': 4, 'data.test_crops': 3})), 'test',
+                       mean=(0,) * 3, std=(1,) * 3)
+    item = ds[0]
+    assert item['video'].shape[0] == 12 and calls == [4 * 4]
