@@ -280,6 +280,13 @@ def _run_prepare(jobs: list, workers: int, progress: bool, done) -> None:
         done(j, res); bar.update(1)
     bar.close()
 
+def _estimate(keys: dict, ran: set, vroot: Path, opts: dict) -> int:
+    """The store's size: the prepared videos' bytes (their meta), plus the header estimate of those to prepare. An
+    unchanged source is not opened at all: a warm demo or study only stats its files."""
+    done = {k for p, (k, _) in keys.items() if p not in ran and (vroot / k / 'meta.json').is_file()}
+    return (sum(json.loads((vroot / k / 'meta.json').read_text())['bytes'] for k in done)
+            + estimate_bytes(sorted(ran), opts['format'], opts['short_side'], opts['fps']))
+
 def _plan(paths: list, man: dict, vroot: Path, opts: dict) -> tuple:
     "(jobs to run, {path: (key, stat)} of every readable source, {path: reason} of the missing ones)."
     jobs, keys, bad = [], {}, {}
@@ -320,10 +327,11 @@ def prepare_data(cfg: Optional[ExperimentConfig] = None, out=None, *, records=No
     opts = _store_options(cfg, paths, format, short_side, fps, quality, out)
     man = _read_manifest(out, opts); vroot = out / 'videos'; vroot.mkdir(parents=True, exist_ok=True)
     for t in vroot.glob('.*.tmp'): shutil.rmtree(t, ignore_errors=True)       # left by a killed run
-    est = estimate_bytes(paths, opts['format'], opts['short_side'], opts['fps'])
-    say(f'prepare-data: {len(paths)} videos -> {out} ({opts["format"]}, short side {opts["short_side"]}'
-        f'{", at most %g fps" % fps if fps else ", every frame"}); estimated size {human_bytes(est)}')
     jobs, keys, bad = _plan(paths, man, vroot, opts)
+    ran = {j['path'] for j in jobs}
+    est = _estimate(keys, ran, vroot, opts)
+    say(f'prepare-data: {len(paths)} videos ({len(jobs)} to prepare) -> {out} ({opts["format"]}, short side '
+        f'{opts["short_side"]}{", at most %g fps" % fps if fps else ", every frame"}); estimated size {human_bytes(est)}')
     last, n_new = [time.time()], [0]
     def done(job, res):
         if 'error' in res: bad[job['path']] = res['error']
@@ -331,7 +339,6 @@ def prepare_data(cfg: Optional[ExperimentConfig] = None, out=None, *, records=No
         if time.time() - last[0] > 5: _save_manifest(out, man, paths, keys, bad, vroot); last[0] = time.time()
     _run_prepare(jobs, workers, progress, done)
     _save_manifest(out, man, paths, keys, bad, vroot)
-    ran = {j['path'] for j in jobs}
     reused = sum(p in keys and p not in ran and p not in bad for p in paths)
     return _summary(out, man, paths, bad, n_new[0], reused, est, time.perf_counter() - t0)
 
