@@ -107,3 +107,26 @@ def test_multi_view_test_reads_each_video_once(prepared, monkeypatch):
                        mean=(0,) * 3, std=(1,) * 3)
     item = ds[0]
     assert item['video'].shape[0] == 12 and calls == [4 * 4]
+
+
+def test_prepare_data_killed_then_rerun_finishes(tmp_path):
+    "SIGKILL `steanet prepare-data` mid-way: the rerun keeps the finished videos, prepares the rest, leaves no temp folder."
+    import os, signal, subprocess, sys, time
+    from steanet.synthetic import make_synthetic_dataset
+    root = make_synthetic_dataset(tmp_path / 'v', n_per_class=2, val_per_class=1, test_per_class=1, frames=8, seed=5)
+    args = ['prepare-data', '--config', 'demo', '--set', f'data.root={root}', '--out', str(tmp_path / 's'), '--workers', '0',
+            '--json', '--quiet']
+    code = 'import sys, time; import steanet.data.store as s; f = s.prepare_one\n' \
+           'def slow(j): time.sleep(0.3); return f(j)\n' \
+           's.prepare_one = slow\nfrom steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+    p = subprocess.Popen([sys.executable, '-c', code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    vids = tmp_path / 's' / 'videos'
+    for _ in range(600):
+        if vids.is_dir() and len([d for d in vids.iterdir() if not d.name.startswith('.')]) >= 3: break
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    done = len([d for d in vids.iterdir() if not d.name.startswith('.')])
+    assert 3 <= done < 32, done
+    from steanet.data import prepare_data
+    s = prepare_data(make_config('demo', [f'data.root={root}']), tmp_path / 's', workers=0, progress=False, say=lambda m: None)
+    assert (s['ok'], s['reused'], s['prepared']) == (32, done, 32 - done) and not list(vids.glob('.*'))
