@@ -306,6 +306,7 @@ def _store_options(cfg, paths, fmt, short_side, fps, quality, out: Path) -> dict
         dc = cfg.data if cfg is not None else DataConfig()
         short_side = max(dc.short_side, getattr(dc, 'test_short_side', None) or 0) or 256
     if fps is not None and fps <= 0: raise DataError(f'--fps must be > 0, got {fps}')
+    if not 1 <= int(quality) <= 100: raise DataError(f'--quality must be in 1..100 (JPEG), got {quality}')
     if fmt == 'auto':
         m = out / 'store.json'
         fmt = json.loads(m.read_text())['format'] if m.is_file() else (
