@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_bench.ipynb #4ff27d9d
 from __future__ import annotations
-import argparse, gc, json, logging, math, os, statistics, sys, threading, time
+import gc, logging, math, os, statistics, sys, threading, time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,8 +18,8 @@ from .data import VIDEO_EXTS, VideoRecord, build_dataloader, find_fixtures, writ
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'bench_model', 'bench_model_cli', 'bench_cli',
-           'long_bench_videos', 'bench_data', 'bench_data_cli']
+__all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'bench_model', 'bench_model_table', 'long_bench_videos',
+           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -158,58 +158,22 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     return res
 
 # %% ../nbs/08_bench.ipynb #8992e274
-def _model_parser():
-    p = argparse.ArgumentParser(prog='steanet bench model',
-                                description='Time the training step and inference of the official and steanet variants.')
-    p.add_argument('--backbone', default='ViT-B-16', help='open_clip model name (default ViT-B-16)')
-    p.add_argument('--pretrained', default=None, help='tag or weights file (default: random weights, fine for timing)')
-    p.add_argument('--frames', type=int, default=8); p.add_argument('--batch', type=int, default=1)
-    p.add_argument('--image-size', type=int, default=None, help='input resolution (default: the backbone\'s)')
-    p.add_argument('--variants', default='official,steanet', help='comma-separated (official, steanet, aim, linear_probe)')
-    p.add_argument('--steps', type=int, default=None, help='timed steps per measurement, median (default 10 GPU, 2 CPU)')
-    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 3 GPU, 0 CPU, where the '
-                   'FLOP-counting pass already warms up)')
-    p.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
-    p.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'], help='autocast dtype')
-    p.add_argument('--grad-checkpointing', action='store_true')
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    p.add_argument('--json', action='store_true', help='print one JSON object as the last line')
-    return p
-
-def _print_table(r):
-    print(f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; "
-          f"GEMM ceiling {r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s")
-    print(f"{'variant':<13}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>10}{'tunable':>13}"
-          f"{'train GFLOP':>12}{'train %gemm':>12}{'infer %gemm':>12}")
+def bench_model_table(r: dict) -> str:
+    "The text `steanet bench model` prints: one row per variant, then steanet vs official."
+    out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; "
+           f"GEMM ceiling {r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s",
+           f"{'variant':<13}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>10}{'tunable':>13}"
+           f"{'train GFLOP':>12}{'train %gemm':>12}{'infer %gemm':>12}"]
     for v, s in r['variants'].items():
-        print(f"{v:<13}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}{s['peak_mem_mb']:>10.0f}"
-              f"{s['tunable_params']:>13,}{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%"
-              f"{100 * s['infer_gemm_fraction']:>11.1f}%")
+        out.append(f"{v:<13}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}{s['peak_mem_mb']:>10.0f}"
+                   f"{s['tunable_params']:>13,}{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%"
+                   f"{100 * s['infer_gemm_fraction']:>11.1f}%")
     if 'steanet_vs_official' in r:
         c = r['steanet_vs_official']
         pm = f"{c['peak_mem_ratio']:.2f}x" if c['peak_mem_ratio'] is not None else 'n/a'
-        print(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, peak memory {pm}")
+        out.append(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, peak memory {pm}")
+    return '\n'.join(out)
 
-def bench_model_cli(argv) -> int:
-    a = _model_parser().parse_args(list(argv))
-    r = bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch, image_size=a.image_size,
-                    variants=[v.strip() for v in a.variants.split(',') if v.strip()], steps=a.steps, warmup=a.warmup,
-                    device=a.device, amp=a.amp, grad_checkpointing=a.grad_checkpointing, threads=a.threads)
-    if a.json: print(json.dumps(r))
-    else: _print_table(r)
-    return 0
-
-def bench_cli(argv=None) -> int:
-    "`steanet bench model ...` | `steanet bench data ...`."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    usage = 'usage: steanet bench {model,data} [options]   (steanet bench model --help)'
-    if not argv or argv[0] in ('-h', '--help'):
-        print(usage + '\n\n  model  time official vs steanet variants (training step, inference, memory, FLOP/s)'
-                      '\n  data   time video decoding and the whole data pipeline (steanet.data)'); return 0
-    cmd, rest = argv[0], argv[1:]
-    if cmd == 'model': return bench_model_cli(rest)
-    if cmd == 'data': return bench_data_cli(rest)
-    print(f'steanet bench: unknown benchmark {cmd!r}\n{usage}', file=sys.stderr); return 2
 
 # %% ../nbs/08_bench.ipynb #6a428e44
 def long_bench_videos(n: int = 2, seconds: float = 60.0, size=(360, 640), fps: int = 25, gop: Optional[int] = None,
@@ -245,16 +209,24 @@ def _bench_loader(records, dc: DataConfig, workers: int, clips: int, batch: int)
                           mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
     want = max(clips, 2 * batch * max(1, workers) * 2)
     n, bad, first = 0, 0, None
-    t0 = time.perf_counter(); it = iter(dl)
+    cpu0 = _cpu_seconds(); t0 = time.perf_counter(); it = iter(dl)
     while n < want:
         try: b = next(it)
         except StopIteration: it = iter(dl); continue
         if first is None: first = time.perf_counter() - t0
         n += b['video'].shape[0]; bad += int(b['n_bad'].sum())
     dt = time.perf_counter() - t0
-    del it
+    del it; gc.collect()                                # the workers exit and are reaped: their CPU time is counted
+    cpu = _cpu_seconds() - cpu0
     return dict(clips=n, seconds=round(dt, 3), first_batch_s=round(first, 3), clips_per_s=round(n / dt, 3),
-                frames_per_s=round(n * dc.num_frames / dt, 1), n_bad=bad)
+                frames_per_s=round(n * dc.num_frames / dt, 1), n_bad=bad, cpu_s=round(cpu, 2),
+                clips_per_cpu_s=round(n / max(cpu, 1e-9), 2))
+
+def _cpu_seconds() -> float:
+    "CPU seconds of this process and its reaped children (loader workers): a clip's cost that other jobs do not inflate."
+    import resource
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 BENCH_SETS = ('fixtures', 'long', 'long-gop1s')
 
@@ -289,35 +261,42 @@ def bench_data(fixtures=None, *, workers=(0, 1, 2), decoders=('decord', 'pyav'),
     return dict(results=res, videos=info, num_frames=num_frames, input_size=input_size, batch=batch, sampling=sampling,
                 torch_threads=torch.get_num_threads(), cpus=os.cpu_count())
 
-def _data_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='steanet bench data', description='Throughput of the full video loader '
-                                 '(decode + sample + transform) on the fixture videos and long 640x360 H.264 videos.')
-    ap.add_argument('--fixtures', help='folder of real videos (default ../shared/fixtures/videos when present)')
-    ap.add_argument('--sets', nargs='*', default=list(BENCH_SETS), choices=list(BENCH_SETS),
-                    help='fixtures: the real fixture videos; long: 60 s 640x360 H.264 (x264 keyframe every 250 frames); '
-                         'long-gop1s: the same with a keyframe every second')
-    ap.add_argument('--sampling', default='segment', choices=['segment', 'dense'])
-    ap.add_argument('--workers', nargs='*', type=int, default=[0, 1, 2])
-    ap.add_argument('--decoders', nargs='*', default=['decord', 'pyav'], choices=['decord', 'pyav'])
-    ap.add_argument('--clips', type=int, default=16, help='clips timed per setting (after one warm-up batch)')
-    ap.add_argument('--batch', type=int, default=4)
-    ap.add_argument('--frames', type=int, default=16, help='frames per clip (T)')
-    ap.add_argument('--size', type=int, default=224, help='crop size')
-    ap.add_argument('--short-side', type=int, default=256)
-    ap.add_argument('--long-videos', type=int, default=2)
-    ap.add_argument('--long-seconds', type=float, default=60.0)
-    ap.add_argument('--json', action='store_true', help='quiet; one JSON object as the last line')
-    return ap
+def bench_data_table(r: dict) -> str:
+    "The text `steanet bench data` prints: one row per video set, decoder and worker count."
+    rows = [f"{'set':<9} {'decoder':<7} {'workers':>7} {'clips/s':>8} {'frames/s':>9}"]
+    rows += [f"{x['set']:<9} {x['decoder']:<7} {x['workers']:>7} {x['clips_per_s']:>8.2f} {x['frames_per_s']:>9.1f}"
+             for x in r['results']]
+    return '\n'.join(rows)
 
-def bench_data_cli(argv: Optional[Sequence[str]] = None) -> int:
-    "`steanet bench data [--clips N] [--workers 0 1 2] [--decoders decord pyav] [--json]`."
-    a = _data_parser().parse_args(list(argv or []))
-    r = bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
-                   num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
-                   long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=not a.json)
-    if a.json: print(json.dumps(r))
-    else:
-        print(f"{'set':<9} {'decoder':<7} {'workers':>7} {'clips/s':>8} {'frames/s':>9}")
-        for x in r['results']:
-            print(f"{x['set']:<9} {x['decoder']:<7} {x['workers']:>7} {x['clips_per_s']:>8.2f} {x['frames_per_s']:>9.1f}")
-    return 0
+
+# %% ../nbs/08_bench.ipynb #d4ed0bfe
+def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
+                store_clips: Optional[int] = None, progress: bool = True) -> dict:
+    "Loader clips/s decoding `cfg`'s `subset` videos (`raw`) and reading them from the prepared `store`, same settings."
+    import dataclasses
+    from steanet.data import DataError, load_records, open_store
+    recs, _ = load_records(cfg, subset); st = open_store(store)
+    recs = [r for r in recs if r.path in st]
+    if not recs: raise DataError(f'{store}: none of the {subset} videos of the config are in the store; run prepare-data')
+    recs = recs * max(1, (2 * clips) // len(recs))
+    out = dict(workers=workers, frames=cfg.data.num_frames, size=cfg.data.input_size, short_side=cfg.data.short_side,
+               sampling=cfg.data.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
+               store_format=st.format, store_bytes=sum({v['key']: v['bytes'] for v in st.videos.values()}.values()))
+    for name, dc in (('raw', dataclasses.replace(cfg.data, store='')), ('store', dataclasses.replace(cfg.data, store=str(store)))):
+        if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
+        n = clips if name == 'raw' else (store_clips or 4 * clips)
+        out[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
+                                  dataclasses.replace(dc, num_workers=workers), workers, n, batch)
+        if progress: print(f"  {out[name]['clips_per_s']:.2f} clips/s", file=sys.stderr, flush=True)
+    out['speedup'] = round(out['store']['clips_per_s'] / out['raw']['clips_per_s'], 2)
+    out['cpu_speedup'] = round(out['store']['clips_per_cpu_s'] / out['raw']['clips_per_cpu_s'], 2)
+    out['store_clips_per_s_per_worker'] = round(out['store']['clips_per_s'] / max(1, workers), 2)
+    return out
+
+def bench_store_table(r: dict) -> str:
+    "The lines `steanet bench data --store` prints."
+    return (f"{r['videos']} videos, {r['frames']}x{r['size']}^2 clips, {r['sampling']}, workers {r['workers']}: "
+            f"raw {r['raw']['clips_per_s']:.2f} clips/s, store {r['store']['clips_per_s']:.2f} clips/s "
+            f"({r['speedup']:.1f}x; {r['store_format']} store, {r['store_bytes'] / 1e6:.1f} MB); per CPU second: "
+            f"raw {r['raw']['clips_per_cpu_s']:.2f}, store {r['store']['clips_per_cpu_s']:.2f} clips ({r['cpu_speedup']:.1f}x)")
+

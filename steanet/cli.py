@@ -13,11 +13,13 @@ from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, St
                             list_presets, make_config, redacted_dict, show_config)
 
 # %% auto #0
-__all__ = ['SET_HELP', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser', 'is_expected',
-           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'scalar_metrics', 'train_cmd',
-           'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd',
-           'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd', 'explain_parser',
-           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage', 'main']
+__all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args',
+           'make_parser', 'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser',
+           'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd',
+           'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function',
+           'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
+           'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
+           'bench_parser', 'bench_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -393,6 +395,134 @@ def convert_cmd(a) -> Outcome:
     out = convert_checkpoint(a.src, a.dst, allow_globals=names, overwrite=a.overwrite)
     return Outcome({'source': a.src, 'output': str(out)}, f'{a.src} -> {out}')
 
+# %% ../nbs/09_cli.ipynb #1bfaf59e
+DECODER_CHOICES = ('auto', 'decord', 'pyav')
+
+def check_data_parser() -> Parser:
+    p = make_parser('check-data', 'Decode every video of a dataset in worker subprocesses (a crashing decoder is '
+                    'contained) and report bad files (CSV + summary).', config=None,
+                    overrides_help='config overrides, e.g. --set data.root=DIR (repeatable)')
+    p.add_argument('root', nargs='?', help="dataset folder in any layout (root/<Class>/*, root/<split>/<Class>/*, ...); "
+                   "omit to use the config's annotations (their train and test records are checked)")
+    p.add_argument('--workers', type=int, default=2, help='worker subprocesses (default 2)')
+    p.add_argument('--decoder', default=None, choices=DECODER_CHOICES, help="default: the config's, else auto")
+    p.add_argument('--frames', type=int, default=16, help='frames decoded per video, spread over it (default 16)')
+    p.add_argument('--full', action='store_true', help='decode every frame (slow, thorough)')
+    p.add_argument('--min-frames', type=int, default=2, help='fewer frames than this is reported as too_short')
+    p.add_argument('--timeout', type=float, default=120.0, help='seconds per file before the worker is killed')
+    p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv)')
+    return p
+
+def check_data_text(s: dict) -> str:
+    "The summary `steanet check-data` prints: the counts, up to 20 bad files with their reasons, the report's path."
+    lines = [f"{s['total']} videos: {s['ok']} ok, {s['bad']} bad "
+             f"({', '.join(f'{k} {v}' for k, v in s['by_status'].items() if v and k != 'ok') or 'none'}); "
+             f"{len(s['classes'])} classes; {s['seconds']} s"]
+    lines += [f"  {b['status']:<11} {b['path']}: {b['reason']}" for b in s['bad_files'][:20]]
+    return '\n'.join(lines + [f"report: {s['report']}"])
+
+def check_data_cmd(a) -> Outcome:
+    "`steanet check-data`: `check_data` on ROOT, or on the config's records; exit 1 when files are bad."
+    cfg = make_config(a.config, a.overrides) if (a.config or a.overrides or not a.root) else None
+    from steanet.data import check_data
+    s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
+                   frames=a.frames, full=a.full, min_frames=a.min_frames, timeout=a.timeout, report=a.report,
+                   progress=progress(a))
+    return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
+
+
+# %% ../nbs/09_cli.ipynb #0847fa8b
+def prepare_data_parser() -> Parser:
+    p = make_parser('prepare-data', "Decode every video of a dataset once into a prepared store (frames at the crops' "
+                    "short side); train/eval/tune/demo then read it with --set data.store=DIR.", config='ve8')
+    p.add_argument('--out', required=True, metavar='DIR', help='the store folder (created; an existing store is updated)')
+    p.add_argument('--workers', type=int, default=2, help='worker processes (default 2; 0: in this process)')
+    p.add_argument('--short-side', type=int, default=None,
+                   help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
+    p.add_argument('--fps', type=float, default=None, help='keep at most this many frames a second (default: every frame)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    return p
+
+def prepare_data_cmd(a) -> Outcome:
+    "`steanet prepare-data`: `prepare_data` on the config's records; exit 1 when some sources are bad."
+    from steanet.data import prepare_data, prepare_text
+    say = (lambda s: None) if a.quiet else None
+    s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
+                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+    return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
+
+
+# %% ../nbs/09_cli.ipynb #1510edd1
+def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument('--backbone', default='ViT-B-16', help='open_clip model name (default ViT-B-16)')
+    p.add_argument('--pretrained', default=None, help='tag or weights file (default: random weights, fine for timing)')
+    p.add_argument('--frames', type=int, default=8); p.add_argument('--batch', type=int, default=1)
+    p.add_argument('--image-size', type=int, default=None, help="input resolution (default: the backbone's)")
+    p.add_argument('--variants', default='official,steanet', help='comma-separated (official, steanet, aim, linear_probe)')
+    p.add_argument('--steps', type=int, default=None, help='timed steps per measurement, median (default 10 GPU, 2 CPU)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 3 GPU, 0 CPU, where the '
+                   'FLOP-counting pass already warms up)')
+    p.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N')
+    p.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'], help='autocast dtype')
+    p.add_argument('--grad-checkpointing', action='store_true')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    return p
+
+BENCH_SETS = ('fixtures', 'long', 'long-gop1s')
+
+def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument('--fixtures', help='folder of real videos (default ../shared/fixtures/videos when present)')
+    p.add_argument('--sets', nargs='*', default=list(BENCH_SETS), choices=list(BENCH_SETS),
+                   help='fixtures: the real fixture videos; long: 60 s 640x360 H.264 (x264 keyframe every 250 frames); '
+                        'long-gop1s: the same with a keyframe every second')
+    p.add_argument('--sampling', default='segment', choices=['segment', 'dense'])
+    p.add_argument('--workers', nargs='*', type=int, default=[0, 1, 2])
+    p.add_argument('--decoders', nargs='*', default=['decord', 'pyav'], choices=['decord', 'pyav'])
+    p.add_argument('--clips', type=int, default=16, help='clips timed per setting (after one warm-up batch)')
+    p.add_argument('--batch', type=int, default=4)
+    p.add_argument('--frames', type=int, default=16, help='frames per clip (T)')
+    p.add_argument('--size', type=int, default=224, help='crop size')
+    p.add_argument('--short-side', type=int, default=256)
+    p.add_argument('--long-videos', type=int, default=2)
+    p.add_argument('--long-seconds', type=float, default=60.0)
+    p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
+                   'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
+    return p
+
+def bench_parser() -> Parser:
+    p = Parser(prog='steanet bench', description='Benchmarks (targets are measured here, never asserted in tests).')
+    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data}', parser_class=Parser)
+    _bench_model_args(add_common_args(sub.add_parser(
+        'model', help='time official vs steanet variants (training step, inference, memory, FLOP/s)',
+        description='Time the training step and inference of the official and steanet variants.'), overrides=False))
+    _bench_data_args(add_common_args(sub.add_parser(
+        'data', help='time video decoding and the whole data pipeline (steanet.data)',
+        description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
+                    'long 640x360 H.264 videos.'), overrides=True))
+    return p
+
+def bench_cmd(a) -> Outcome:
+    "`steanet bench model`: `bench_model`; `steanet bench data`: `bench_data`; their tables, the dict under `--json`."
+    from steanet import bench
+    if a.bench == 'model':
+        r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
+                              image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
+                              steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
+                              grad_checkpointing=a.grad_checkpointing, threads=a.threads)
+        return Outcome(r, bench.bench_model_table(r))
+    if a.store:
+        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
+                              clips=a.clips, batch=a.batch, progress=progress(a))
+        return Outcome(r, bench.bench_store_table(r))
+    r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
+                         num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
+                         long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
+    return Outcome(r, bench.bench_data_table(r))
+
+
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
     'demo':       Command('the embedded demo: synthetic emotion videos, a tiny backbone, three variants as MLflow runs',
@@ -407,12 +537,14 @@ COMMANDS = {
     'explain':    Command('Captum attributions of a checkpoint on videos or a dataset: maps, figures, measures',
                           explain_parser, explain_cmd),
     'check-data': Command('decode every video of a dataset in subprocesses and report the bad files',
-                          target='steanet.data:check_data_cli'),
+                          check_data_parser, check_data_cmd),
+    'prepare-data': Command('decode a dataset once into a prepared store (then --set data.store=DIR)',
+                          prepare_data_parser, prepare_data_cmd),
     'config':     Command('`config show`: the resolved config as YAML (secrets masked); `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
-                          target='steanet.bench:bench_cli'),
+                          bench_parser, bench_cmd),
 }
 
 def usage() -> str:

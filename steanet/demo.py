@@ -16,12 +16,13 @@ from einops import rearrange, reduce
 
 from .config import ExperimentConfig, atomic_write, cache_dir, get_preset, make_config, project_dir
 from .synthetic import make_synthetic_dataset
+from .data import DataError, prepare_data
 from .train import eval_checkpoint, fit
 from . import tracking
 
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZE_BINS', 'PRETRAIN_VERSION', 'DEMO_VARIANTS', 'QUICK_DEMO', 'render_frames',
-           'pretrain_tiny_backbone', 'shuffle_frames', 'demo_videos', 'shuffled_test', 'run_demo',
+           'pretrain_tiny_backbone', 'shuffle_frames', 'demo_videos', 'demo_store', 'shuffled_test', 'run_demo',
            'find_demo_checkpoint', 'demo_checkpoint', 'default_threads', 'demo_table']
 
 # %% ../nbs/05a_demo.ipynb #48694f6f
@@ -154,10 +155,18 @@ DEMO_VARIANTS = ('linear_probe', 'aim', 'steanet')
 # which is what lets the adapters converge within 10 short epochs (measured: batch 16 / lr 3e-3 / 8 epochs reaches
 # ~0.65, batch 8 / lr 5e-3 / 10 epochs ~1.0 test accuracy)
 
-def _train_variant(base: ExperimentConfig, variant: str, root, weights, progress: bool) -> tuple:
+def demo_store(cfg: ExperimentConfig, root, progress=True) -> Path:
+    "The demo's videos decoded once into a lossless prepared store beside them (`<root>-store`); unchanged videos are not prepared again."
+    c = copy.deepcopy(cfg); c.data.root = str(root); c.data.store = ''
+    out = Path(root).with_name(Path(root).name + '-store')
+    s = prepare_data(c, out, workers=0, format='raw', progress=False, say=(lambda m: print(m, file=sys.stderr)) if progress else (lambda m: None))
+    if s['bad']: raise DataError(f"{root}: {s['bad']} demo videos could not be decoded (first: {s['bad_files'][0]}); delete {root} to make them again")
+    return out
+
+def _train_variant(base: ExperimentConfig, variant: str, root, weights, progress: bool, store=None) -> tuple:
     "`(config, fit's result)` of one demo variant on the demo videos and the pre-trained tower."
     c = copy.deepcopy(base)
-    c.data.root = str(root); c.adapters.variant = variant
+    c.data.root = str(root); c.adapters.variant = variant; c.data.store = str(store or '')
     c.backbone.pretrained = str(weights); c.backbone.allow_random_backbone = False
     c.tracking.run_name = f'{base.tracking.run_name or "demo"}-{variant}'
     return c, fit(c, progress=progress, tags={'steanet.kind': 'demo'})
@@ -177,12 +186,13 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
     t0 = time.time()
     base = make_config('demo', list(overrides))
     root = demo_videos(base, n_per_class, test_per_class, video_frames, seed, progress)
+    store = demo_store(base, root, progress)              # decoded once: every variant (and its tests) reads the store
     t_data = time.time() - t0
     weights = pretrain_tiny_backbone(**{'seed': seed, 'progress': progress, **(pretrain or {})})
     t_pre = time.time() - t0 - t_data
     runs = {}
     for v in variants:
-        c, r = _train_variant(base, v, root, weights, progress)
+        c, r = _train_variant(base, v, root, weights, progress, store)
         runs[v] = {'test_acc': r['metrics'].get('test/top1'), 'val_acc': r['metrics'].get('best_val_top1'),
                    'tunable_params': r['tunable_params'], 'run_id': r['run_id'], 'seconds': r['seconds'],
                    'checkpoint': r['best_checkpoint']}
@@ -192,7 +202,7 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
           else f'open {uri}')
     return {'seconds': time.time() - t0, 'data_seconds': t_data, 'pretrain_seconds': t_pre, 'runs': runs,
             'experiment': base.tracking.experiment or 'demo', 'tracking_uri': uri, 'ui': ui,
-            'backbone_weights': str(weights)}
+            'backbone_weights': str(weights), 'store': str(store)}
 
 # %% ../nbs/05a_demo.ipynb #cc1e3d4c
 def find_demo_checkpoint(root=None) -> Optional[Path]:

@@ -25,12 +25,12 @@ from . import tracking
 
 # %% auto #0
 __all__ = ['EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all',
-           'set_deterministic', 'SeededItems', 'epoch_batches', 'param_groups', 'lr_at', 'classification_metrics',
-           'predict_loader', 'evaluate', 'run_records', 'make_loader', 'TrainingDiverged', 'Training', 'run_inputs',
-           'setup_process', 'setup_run', 'train_one_epoch', 'validate', 'end_epoch', 'resume_payload',
-           'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes',
-           'test_predictions', 'final_test', 'fit', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos',
-           'run_splits']
+           'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
+           'classification_metrics', 'predict_loader', 'evaluate', 'run_records', 'prefetch_batches', 'make_loader',
+           'TrainingDiverged', 'Training', 'run_inputs', 'setup_process', 'setup_run', 'train_one_epoch', 'validate',
+           'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state',
+           'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset',
+           'eval_checkpoint', 'predict_videos', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -83,12 +83,22 @@ def set_deterministic(on: bool):
     if on: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
 class SeededItems(torch.utils.data.Dataset):
-    "Wraps a dataset so item `i` of epoch `e` draws its augmentation from RNGs seeded by `(seed, e, i)`."
+    """Wraps a dataset so item `i` of epoch `e` draws its augmentation from RNGs seeded by `(seed, e, i)`. The index
+    may carry its epoch, `(e, i)` (what `EpochBatches` yields): persistent loader workers hold a copy of this object,
+    so the epoch must travel with the index."""
     def __init__(self, ds, seed: int): self.ds, self.seed, self.epoch = ds, seed, 0
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
-        seed_all(derive_seed(self.seed, 'item', self.epoch, int(i)))
-        return self.ds[i]
+        e, i = i if isinstance(i, tuple) else (self.epoch, i)
+        seed_all(derive_seed(self.seed, 'item', e, int(i)))
+        return self.ds[int(i)]
+
+class EpochBatches:
+    "The batch sampler of the one training loader of a run: the current epoch's index batches, each index as `(epoch, i)`."
+    def __init__(self): self.epoch, self.batches = 0, []
+    def set(self, epoch: int, batches: list): self.epoch, self.batches = epoch, list(batches)
+    def __iter__(self): return iter([[(self.epoch, i) for i in b] for b in self.batches])
+    def __len__(self): return len(self.batches)
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1,
                   shuffle: bool = True, drop_last: bool = True) -> list:
@@ -224,11 +234,20 @@ def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, tes
         class_names = [names.get(i, str(i)) for i in range(k)]
     return list(train_records), list(val_records or []), list(test_records or []), list(class_names)
 
-def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None):
-    "A DataLoader over explicit index batches (training) or in order (evaluation)."
+def prefetch_batches(batch_size: int) -> int:
+    """Batches each loader worker keeps ready: 2 (PyTorch's default) for batches of 8+ clips, more for small batches so
+    that about 16 clips per worker are in flight (up to 8 batches)."""
+    return int(min(8, max(2, math.ceil(16 / max(1, batch_size)))))
+
+def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None, persistent: bool = False):
+    """A DataLoader over explicit index batches (training: an `EpochBatches`) or in order (evaluation); pinned memory on
+    CUDA (the loop copies with `non_blocking=True`); `persistent`: the workers live as long as the loader."""
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
-              persistent_workers=False)
-    if num_workers > 0: kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
+              persistent_workers=persistent and num_workers > 0)
+    if num_workers > 0:
+        kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
+        kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
+                                                 not isinstance(batches, EpochBatches) else batch_size)
     if batches is not None: return torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
 
@@ -272,6 +291,8 @@ class Training:
     sums: dict = field(default_factory=_fresh_sums)  # the current epoch's loss / clip / time sums
     stopped: bool = False             # True once `on_epoch_end` raised: the caller stopped the run
     bar: Any = None                   # tqdm progress bar over optimiser steps
+    loader: Any = None                # the training DataLoader, made at the first epoch; its workers persist
+    batches: Any = None               # its `EpochBatches` (set to each epoch's batches)
 
     @property
     def is_main(self) -> bool: return self.rank == 0
@@ -366,7 +387,7 @@ def _micro_step(tr: Training, batch: dict, epoch: int, micro: int, n: int) -> tu
     "Forward and backward of micro-batch `micro` of `n` (gradients accumulate); `(loss, ends an optimiser step)`."
     tc = tr.cfg.train
     seed_all(derive_seed(tc.seed, 'step', epoch, micro))     # dropout / drop path of this step
-    x = batch['video'].to(tr.device, non_blocking=True); y = torch.as_tensor(batch['label']).to(tr.device)
+    x = batch['video'].to(tr.device, non_blocking=True); y = torch.as_tensor(batch['label']).to(tr.device, non_blocking=True)
     last = micro + 1 == n
     boundary = (micro + 1) % tc.grad_accum == 0 or last
     n_acc = tc.grad_accum if not (last and n % tc.grad_accum) else n % tc.grad_accum
@@ -397,6 +418,14 @@ def _optimizer_step(tr: Training, loss: float):
         tr.bar.update(1)
         if not tr.bar.disable: tr.bar.set_postfix(loss=f'{loss:.3f}', refresh=False)
 
+def _train_loader(tr: Training):
+    "The run's one training DataLoader: its workers start once and persist across epochs (each epoch resets `tr.batches`)."
+    if tr.loader is None:
+        tr.batches = EpochBatches()
+        tr.loader = make_loader(tr.train_ds, tr.batches, batch_size=tr.cfg.train.batch_size,
+                                num_workers=tr.cfg.data.num_workers, device=tr.device, persistent=True)
+    return tr.loader
+
 def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict:
     "The optimiser steps of `epoch` (from `start_pos` when a resumed run continues it); returns its training metrics."
     tc = tr.cfg.train
@@ -404,7 +433,7 @@ def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict
     pos0 = tr.start_pos if epoch == tr.start_epoch else 0
     if pos0 == 0: tr.sums = _fresh_sums()
     tr.train_ds.epoch = epoch
-    loader = make_loader(tr.train_ds, batches[pos0:], num_workers=tr.cfg.data.num_workers, device=tr.device)
+    loader = _train_loader(tr); tr.batches.set(epoch, batches[pos0:])
     tr.net.train(); t0 = time.time(); micro = pos0
     tr.optimizer.zero_grad(set_to_none=True)
     for batch in loader:
@@ -592,7 +621,7 @@ def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, v
                       disable=not (progress and is_main), file=sys.stderr, dynamic_ncols=True)
         for epoch in range(tr.start_epoch, cfg.train.epochs):
             end_epoch(tr, epoch, train_one_epoch(tr, epoch, checkpoint_every), on_epoch_end, progress)
-        tr.bar.close()
+        tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
         final = final_test(tr, test, progress)
         if is_main: tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start)
     except BaseException as e:

@@ -11,7 +11,7 @@ from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from steanet.config import DataConfig
 from steanet.data import (VideoRecord, DecodeError, PyAVReader, build_dataloader, build_dataset, check_data,
-                          check_data_cli, find_fixtures, open_video, read_frames, video_info, write_video)
+                          find_fixtures, open_video, read_frames, video_info, write_video)
 
 ROOT = Path(__file__).resolve().parents[1]
 NORM = dict(mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)      # CLIP's, as model.meta has them
@@ -168,7 +168,8 @@ def test_check_data_cli_on_split_class_layout(videos, tmp_path, capsys):
                             ('test', 'Joy', 'short_32frames.mp4')]:
         (root / split / cls).mkdir(parents=True, exist_ok=True); shutil.copy(videos / src, root / split / cls / f'v{src[-4:]}')
     (root / 'test' / 'Fear').mkdir(); (root / 'test' / 'Fear' / 'broken.mp4').write_bytes(b'\0' * 100)
-    rc = check_data_cli([str(root), '--json', '--report', str(tmp_path / 'r.csv')])
+    from steanet.cli import main
+    rc = main(['check-data', str(root), '--json', '--report', str(tmp_path / 'r.csv')])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 1 and out['ok'] == 3 and out['bad'] == 1 and out['classes'] == ['Fear', 'Joy']
     assert Path(out['report']).is_file() and out['by_status']['unreadable'] == 1

@@ -256,10 +256,10 @@ def test_torch_compile_has_no_graph_breaks():
 
 # ---------------------------------------------------------------- the bench command
 def test_bench_model_cli_json():
-    from steanet.bench import bench_cli
+    from steanet.cli import main
     buf = io.StringIO()
     with redirect_stdout(buf):
-        rc = bench_cli(['model', '--backbone', 'steanet-tiny', '--image-size', '56', '--frames', '2', '--batch', '1',
+        rc = main(['bench', 'model', '--backbone', 'steanet-tiny', '--image-size', '56', '--frames', '2', '--batch', '1',
                         '--steps', '1', '--warmup', '0', '--json'])
     assert rc == 0
     r = json.loads(buf.getvalue().strip().splitlines()[-1])
@@ -272,16 +272,16 @@ def test_bench_model_cli_json():
 
 
 def test_bench_cli_dispatch(capsys):
-    from steanet.bench import bench_cli
-    assert bench_cli(['--help']) == 0
+    from steanet.cli import main
+    assert main(['bench', '--help']) == 0
     assert 'steanet.data' in capsys.readouterr().out     # `bench data` times the data pipeline of steanet.data
-    assert bench_cli(['nope']) == 2
+    assert main(['bench', 'nope']) == 2
 
 
 def test_bench_data_cli_smoke(fixtures_dir, capsys):
-    "`steanet bench data` through bench's dispatcher: one row per decoder, every clip decoded."
-    from steanet.bench import bench_cli
-    rc = bench_cli(['data', '--fixtures', str(fixtures_dir / 'videos'), '--sets', 'fixtures', '--workers', '0',
+    "`steanet bench data` through the CLI: one row per decoder, every clip decoded."
+    from steanet.cli import main
+    rc = main(['bench', 'data', '--fixtures', str(fixtures_dir / 'videos'), '--sets', 'fixtures', '--workers', '0',
                     '--decoders', 'decord', 'pyav', '--clips', '2', '--batch', '1', '--frames', '4', '--size', '64',
                     '--short-side', '72', '--json'])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

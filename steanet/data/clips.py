@@ -63,7 +63,8 @@ def normalize_video(x: torch.Tensor, mean, std) -> torch.Tensor:
     import torch
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device); s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     m, s = rearrange(m, 'c -> c 1 1 1'), rearrange(s, 'c -> c 1 1 1')
-    return (x.float() / 255.0 - m) / s
+    # one copy (never `x` itself, even when it is float already), then in place: the same arithmetic, two fewer copies
+    return x.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s)
 
 def _rrc_params(h, w, scale, ratio, rng):
     "torchvision's RandomResizedCrop.get_params on a numpy generator: (top, left, height, width)."
@@ -112,7 +113,9 @@ class ClipTransform:
     def __call__(self, frames, rng=None) -> list:
         "frames: uint8 (T, H, W, C) numpy/tensor -> list of (C, T, H, W) tensors (one per spatial view)."
         import torch
-        x = torch.as_tensor(np.ascontiguousarray(frames)) if not torch.is_tensor(frames) else frames
+        if not torch.is_tensor(frames):           # a strided view (the store's T H W C view of T C H W frames) is not copied
+            frames = torch.from_numpy(frames if all(st > 0 for st in frames.strides) else np.ascontiguousarray(frames))
+        x = frames
         x = rearrange(x, 't h w c -> t c h w')
         out = []
         for c in self.crops(x, rng if rng is not None else np.random.default_rng()):

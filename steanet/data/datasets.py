@@ -13,6 +13,7 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig
 from .records import DataError, _subset_key, load_records
 from .video import DecodeError, open_video
+from .store import open_store
 from .clips import ClipTransform, sample_indices
 
 log = logging.getLogger('steanet.data')
@@ -29,6 +30,7 @@ class VideoDataset:
         self.transform = ClipTransform(data_cfg, train, mean=mean, std=std)
         self.mean, self.std, self.max_subs = self.transform.mean, self.transform.std, max_substitutions
         self.bad = {}                                   # path -> reason (this process)
+        if data_cfg.store: open_store(data_cfg.store).check_size(max(data_cfg.short_side, data_cfg.test_short_side or 0))
 
     def __len__(self): return len(self.records)
 
@@ -40,12 +42,18 @@ class VideoDataset:
         if self.train: return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return np.random.default_rng(index)
 
+    def reader(self, path):
+        "The frames of `path`: from the prepared store when `data.store` is set (the source is not opened), else decoded."
+        dc = self.dc
+        if dc.store: return open_store(dc.store).reader(path)
+        return open_video(path, dc.decoder, dc.decode_threads, dc.short_side or None)
+
     def load(self, index: int, rng=None):
         "(video tensor, frame-index arrays) of item `index`; raises DecodeError."
         import torch
         r, dc = self.records[index], self.dc; rng = rng if rng is not None else self._rng(index)
         if r.path in self.bad: raise DecodeError(r.path, self.bad[r.path])
-        with open_video(r.path, dc.decoder, dc.decode_threads, dc.short_side or None) as reader:
+        with self.reader(r.path) as reader:
             if reader.num_frames <= 0: raise DecodeError(r.path, 'zero frames')
             views = sample_indices(reader.num_frames, dc, self.train, rng)
             frames = reader.get(np.concatenate(views))

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03a_records.ipynb #62c86078
 from __future__ import annotations
-import csv, io, json, os, re, warnings
+import contextvars, csv, io, json, os, re, warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig, SteanetError, project_dir
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'FORMATS', 'DataError', 'VideoRecord', 'find_fixtures', 'VideoIndex', 'read_class_ind',
+__all__ = ['VIDEO_EXTS', 'FORMATS', 'DataError', 'VideoRecord', 'find_fixtures', 'store_sources', 'VideoIndex', 'read_class_ind',
            'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder', 'load_csv', 'load_records',
            'carve_validation']
 
@@ -62,26 +62,46 @@ def _subset_key(subset: str) -> str:
     raise DataError(f"unknown subset {subset!r}; use 'train', 'val' or 'test'")
 
 # %% ../../nbs/03a_records.ipynb #f05685ae
+# the source paths of a prepared store while `load_records` resolves names for a config with `data.store` set: the
+# names are then looked up among the store's sources (the files themselves may be gone)
+_STORE_SOURCES = contextvars.ContextVar('steanet_store_sources', default=None)
+
+def store_sources(store) -> set:
+    "The absolute source paths a prepared store (`steanet prepare-data --out DIR`) lists, prepared or skipped as bad."
+    m = _resolve(store) / 'store.json'
+    if not m.is_file(): raise DataError(f'{m.parent}: not a prepared store (no store.json); create it with '
+                                        f'`steanet prepare-data --config ... --out {m.parent}`, or unset data.store')
+    man = json.loads(m.read_text())
+    return set(man.get('videos', {})) | set(man.get('bad', {}))
+
 class VideoIndex:
     "Index of the video files under a root: `find('Class/name')` -> path, by relative stem, then by unique basename."
     def __init__(self, root):
-        self.root = Path(root)
-        if not self.root.is_dir():
+        self.root, self.files = Path(root), _STORE_SOURCES.get()
+        if self.files is None and not self.root.is_dir():
             raise DataError(f'{self.root}: video root not found; set data.root to the folder that holds the videos')
         self.by_stem, self.by_base = {}, defaultdict(list)
+        for p in (self._walk() if self.files is None else self._listed()):
+            rel = p.relative_to(self.root).with_suffix('').as_posix()
+            self.by_stem.setdefault(rel, p)
+            self.by_base[p.stem].append(p)
+
+    def _walk(self):
         for dp, dns, fns in os.walk(self.root, followlinks=True):
             dns.sort()
-            for fn in sorted(fns):
-                if Path(fn).suffix.lower() not in VIDEO_EXTS: continue
-                p = Path(dp) / fn
-                rel = p.relative_to(self.root).with_suffix('').as_posix()
-                self.by_stem.setdefault(rel, p)
-                self.by_base[Path(fn).stem].append(p)
+            yield from (Path(dp) / fn for fn in sorted(fns) if Path(fn).suffix.lower() in VIDEO_EXTS)
+
+    def _listed(self):
+        self.root = Path(os.path.abspath(self.root))
+        yield from (Path(f) for f in sorted(self.files) if Path(f).is_relative_to(self.root))
+
+    def _exists(self, p: Path) -> bool:
+        return p.is_file() if self.files is None else os.path.abspath(p) in self.files
 
     def find(self, name: str) -> Optional[Path]:
         name = name.replace('\\', '/')
         p = self.root / name
-        if p.suffix.lower() in VIDEO_EXTS and p.is_file(): return p
+        if p.suffix.lower() in VIDEO_EXTS and self._exists(p): return p
         if name in self.by_stem: return self.by_stem[name]
         base = self.by_base.get(Path(name).name) or self.by_base.get(Path(name).stem) or []
         return base[0] if len(base) == 1 else None
@@ -312,8 +332,15 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
 FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')
 
 def load_records(data_cfg: Union[DataConfig, ExperimentConfig], subset: str = 'train', *, resolve: bool = True):
-    "Records and class names of `subset` ('train' | 'val' | 'test') for any `data.format`."
+    """Records and class names of `subset` ('train' | 'val' | 'test') for any `data.format`. With `data.store` set, the
+    names resolve against the store's sources, so the videos need not be there (the `folder` format lists folders)."""
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
+    tok = _STORE_SOURCES.set(store_sources(dc.store)) if (dc.store and resolve) else None
+    try: return _load_format(dc, subset, resolve)
+    finally:
+        if tok is not None: _STORE_SOURCES.reset(tok)
+
+def _load_format(dc: DataConfig, subset: str, resolve: bool):
     root = _resolve(dc.root); ann = _resolve(dc.annotations) if dc.annotations else root
     fmt = dc.format
     if fmt == 'splits': recs, classes = load_split_lists(ann, root, subset, dc.split, resolve)
