@@ -218,8 +218,10 @@ def open_run(cfg: ExperimentConfig, *, run=None, resume_id: Optional[str] = None
     how it ends), else the run a resumed training started (`resume_id`), else a new one (nested under
     `parent_run_id`). `enabled=False` (a DDP rank other than 0) or tracking off: a no-op `Run`."""
     if not enabled: return Run()
-    if isinstance(run, Run): return Run(run.client, run.run_id, run.uri, owned=False)
-    if run is not None: return attach_run(cfg, str(run)) if cfg.tracking.enabled else Run()
+    if isinstance(run, Run):   # the caller's handle: system metrics on this one unless the caller samples them already
+        h = Run(run.client, run.run_id, run.uri, owned=False)
+        return h if run.monitor is not None else start_system_metrics(h, cfg)
+    if run is not None: return start_system_metrics(attach_run(cfg, str(run)), cfg) if cfg.tracking.enabled else Run()
     return start_run(cfg, run_id=resume_id) if resume_id else start_run(cfg, parent_run_id=parent_run_id)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
@@ -414,7 +416,7 @@ def video_probabilities(r, videos: Sequence) -> list:
     missing or unreadable file gives `(None, 'Type: message')`."""
     import torch
     from einops import rearrange
-    from .data import VideoRecord, build_dataset
+    from steanet.data import VideoRecord, build_dataset
     recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
     ds = build_dataset(r.cfg, 'test', records=recs, train=False, mean=r.mean, std=r.std)
     dev = next(r.model.parameters()).device; out = []
@@ -442,8 +444,8 @@ def predictions_frame(videos: Sequence, probs: Sequence, class_names: Sequence[s
 
 def check_backbone_file(path, meta: dict) -> None:
     "Refuse a backbone weights file whose sha256 is not the one the checkpoint JSON `meta` recorded."
-    from .checkpoint import CheckpointError
-    from .model import file_sha256
+    from steanet.checkpoint import CheckpointError
+    from steanet.model import file_sha256
     want, got = (meta.get('backbone') or {}).get('sha256'), file_sha256(path)
     if want and got != want:
         raise CheckpointError(f'{path}: backbone sha256 {got[:16]}.. differs from the {want[:16]}.. this model was '
@@ -458,7 +460,7 @@ def _model_class():
         (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
         `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
         def load_context(self, context):
-            from .checkpoint import read_checkpoint_meta, restore_checkpoint
+            from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
             arts = context.artifacts; bb = arts.get('backbone')
             if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
             self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto')
@@ -541,11 +543,14 @@ def is_model_uri(ref) -> bool:
 
 def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optional[ExperimentConfig] = None) -> tuple:
     """`(checkpoint, backbone_weights)` for eval, predict and explain: a run folder or file is returned as it is; an
-    MLflow model URI is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
+    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
     adapter checkpoint, and for its backbone file when the model carries one (unless `backbone_weights` is given)."""
     if not is_model_uri(ref): return ref, backbone_weights
-    import mlflow
-    from .checkpoint import CheckpointError
+    import mlflow, re
+    m = re.fullmatch(r'models:/([^/@]+)/([^/]+)', ref)
+    if m and not m[2].isdigit() and m[2].lower() not in ('production', 'staging', 'archived', 'none'):
+        ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
+    from steanet.checkpoint import CheckpointError
     uri = tracking_uri(cfg); check_tracking(uri); mlflow.set_tracking_uri(uri)
     dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
     dst.mkdir(parents=True, exist_ok=True)

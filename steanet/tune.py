@@ -679,7 +679,10 @@ def attach_study_artifacts(study: optuna.Study, files: Sequence) -> int:
     d = study_artifact_dir(); d.mkdir(parents=True, exist_ok=True)
     store, n = FileSystemArtifactStore(str(d)), 0
     for f in files:
-        try: upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=study); n += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)   # optuna.artifacts is marked experimental
+                upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=study); n += 1
         except Exception as e: warnings.warn(f'{f}: not attached to study {study.study_name} ({type(e).__name__}: {e})')
     return n
 
@@ -737,6 +740,7 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     tcfg.train.out_dir = str(Path(cfg.train.out_dir) / cfg.tune.study / f'retrain-trial-{t.number:04d}')
     tcfg.tracking.run_name = f'{cfg.tune.study}-retrain-trial-{t.number:04d}'
     tcfg.tracking.register = register or cfg.tracking.register
+    if tcfg.tracking.register: tcfg.tracking.log_model = True   # a registered version needs the run's model
     if cfg.train.device != tcfg.train.device: tcfg.train.device = cfg.train.device
     from steanet.data import load_records
     train, classes = load_records(tcfg.data, 'train')

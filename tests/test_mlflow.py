@@ -94,7 +94,8 @@ def test_registry_models_uri_checkpoints_and_logged_uses(store, fixtures_dir, tm
     rc, out, _ = _main(['predict', '--json', '--topk', '8', '--checkpoint', store['run_dir'], video])
     ref = _probs(json.loads(out.strip().splitlines()[-1])['predictions'][0]); assert rc == 0
     assert max(abs(row[f'prob_{k}'] - p) for k, p in ref.items()) <= 1e-6
-    for ck in (f'models:/{REGISTERED}/1', f"runs:/{store['run_id']}/model"):
+    c.set_registered_model_alias(REGISTERED, 'champion', '1')
+    for ck in (f'models:/{REGISTERED}/1', f'models:/{REGISTERED}/champion', f"runs:/{store['run_id']}/model"):
         rc, out, err = _main(['predict', '--json', '--topk', '8', '--checkpoint', ck, video])
         assert rc == 0, err
         got = _probs(json.loads(out.strip().splitlines()[-1])['predictions'][0])
@@ -182,7 +183,8 @@ def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):
     videos = make_synthetic_dataset(tmp_path / 'videos', n_per_class=2, seed=1, size=32, frames=8)
     study = 'dash-test'
     common = ['--config', 'demo', '--study', study, '--json', '--set', f'data.root={videos}', 'data.num_frames=4',
-              'train.batch_size=8', 'tracking.log_checkpoint=false', 'tracking.system_metrics=false']
+              'train.batch_size=8', 'tracking.log_checkpoint=false', 'tracking.system_metrics=false',
+              'tracking.log_model=false']   # the trials' models are not needed here; --register turns it on for the retrain
     rc, out, err = _main(['tune', *common, '--n-trials', '2', '--epochs', '1']); assert rc == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1]); assert summary['dashboard_artifacts'] >= 2
     rc, out, err = _main(['tune', *common, '--retrain-best', '--retrain-epochs', '1', '--register', 'steanet-tuned'])
