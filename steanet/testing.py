@@ -87,9 +87,13 @@ _PYFUNC_PREDICT = ('import json, sys, mlflow, pandas as pd; mlflow.set_tracking_
                    'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records"))')
 
 def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
-    "stdout of `python <args>` in a new interpreter (this one's), one thread, no telemetry; raises with stderr on failure."
+    """stdout of `python <args>` in a new interpreter (this one's, importing this steanet checkout), one thread, no
+    telemetry; raises with stderr on failure."""
     import subprocess, sys
-    env = dict(os.environ, OMP_NUM_THREADS='1', MLFLOW_DISABLE_TELEMETRY='true', HF_HUB_OFFLINE='1', **(env or {}))
+    import steanet
+    code_root = str(Path(steanet.__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS='1', MLFLOW_DISABLE_TELEMETRY='true', HF_HUB_OFFLINE='1',
+               PYTHONPATH=os.pathsep.join([code_root, os.environ.get('PYTHONPATH', '')]), **(env or {}))
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
     if r.returncode: raise AssertionError(f'{args[:2]} failed ({r.returncode}):\n{r.stderr[-3000:]}')
     return r.stdout

@@ -131,13 +131,17 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _server(cmd, port: int, ready: str, env=None, timeout: float = 180):
     "A server process on 127.0.0.1:`port`, up once GET `ready` answers; stopped (its process group) on exit."
+    import tempfile
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')])   # the venv's uvicorn, gunicorn
-    p = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS='1', PATH=path, **(env or {})), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pypath = os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])   # this checkout's steanet (the model's class)
+    log = tempfile.TemporaryFile(mode='w+')   # a file, not a pipe: a chatty server never blocks on a full pipe
+    p = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS='1', PATH=path, PYTHONPATH=pypath, **(env or {})),
+                         stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         t0 = time.time()
         while True:
-            if p.poll() is not None: raise AssertionError(f'{cmd[:3]} exited {p.returncode}:\n{p.stderr.read()[-3000:]}')
+            if p.poll() is not None:
+                log.seek(0); raise AssertionError(f'{cmd[:3]} exited {p.returncode}:\n{log.read()[-3000:]}')
             try:
                 with urllib.request.urlopen(f'http://127.0.0.1:{port}{ready}', timeout=2): break
             except OSError:
@@ -149,7 +153,7 @@ def _server(cmd, port: int, ready: str, env=None, timeout: float = 180):
             os.killpg(p.pid, signal.SIGTERM)
             try: p.wait(20)
             except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); p.wait(10)
-        p.stderr.close()
+        log.close()
     assert p.poll() is not None
 
 
