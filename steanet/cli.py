@@ -14,10 +14,11 @@ from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, St
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser', 'is_expected',
-           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'scalar_metrics', 'train_cmd',
-           'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd',
-           'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd', 'explain_parser',
-           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage', 'main']
+           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'register_overrides', 'scalar_metrics',
+           'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser',
+           'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd',
+           'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage',
+           'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -142,13 +143,17 @@ def train_parser() -> Parser:
                    "(tracking.register); load it later as models:/NAME/<version>")
     return p
 
+def register_overrides(a) -> list:
+    "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
+    return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
+
 def scalar_metrics(m: dict) -> dict:
     "The numbers of a metrics dict (no confusion matrix, no per-class lists)."
     return {k: v for k, v in m.items() if isinstance(v, (int, float)) or v is None}
 
 def train_cmd(a) -> Outcome:
     "`steanet train`: `fit` on the config built from `--config` and `--set`, or `--resume` a run."
-    if a.register: a.overrides = [*a.overrides, f'tracking.register={a.register}']
+    a.overrides = register_overrides(a)
     cfg = None if a.resume else make_config(a.config, a.overrides)
     from steanet.train import dist_info, fit
     res = fit(cfg, overrides=a.overrides if a.resume else (), resume=a.resume, run_dir=a.run_dir,
