@@ -84,7 +84,7 @@ class ToyVideoNet(nn.Module):
 # %% ../nbs/10_testing.ipynb #e14b0002
 _PYFUNC_PREDICT = ('import json, sys, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); '
                    'm = mlflow.pyfunc.load_model(sys.argv[2]); '
-                   'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records"))')
+                   'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records", double_precision=15))')
 
 def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
     """stdout of `python <args>` in a new interpreter (this one's, importing this steanet checkout), one thread, no
