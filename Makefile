@@ -15,13 +15,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test check-sync check-clean check-readme nbtest pytest lab ui readme export clean-nbs help
+.PHONY: install demo test check-sync check-clean check-readme nbtest pytest lab ui dashboard readme export clean-nbs help
 
 help:
 	@echo "make demo    - install, then run the embedded demo (synthetic emotion videos, three MLflow runs)"
 	@echo "make test    - install, then the gate: export sync, clean notebooks, README sync, nbdev_test, pytest"
 	@echo "make lab     - JupyterLab on 127.0.0.1 (the notebooks in nbs/)"
 	@echo "make ui      - MLflow UI on the project's default store (sqlite:///mlruns/mlflow.db)"
+	@echo "make dashboard - optuna-dashboard on the project's study storage (sqlite:///mlruns/optuna.db), 127.0.0.1"
 	@echo "make readme  - render README.md from nbs/index.ipynb"
 	@echo "make export  - nbdev_clean + nbdev_export + readme (run before committing)"
 
@@ -102,3 +103,8 @@ lab: install
 ui: install
 	@mkdir -p mlruns
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $${PORT:-5000} --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns
+
+# studies of `steanet tune` (default storage) with the plots / trials.csv / best_config.yaml it attaches (mlruns/optuna-artifacts)
+dashboard: install
+	@mkdir -p mlruns/optuna-artifacts
+	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $${PORT:-8080} --artifact-dir mlruns/optuna-artifacts $${STORAGE:-sqlite:///mlruns/optuna.db}

@@ -15,11 +15,11 @@ from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, St
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args',
            'make_parser', 'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser',
-           'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd',
-           'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function',
-           'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
-           'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
-           'bench_parser', 'bench_cmd', 'usage', 'main']
+           'register_overrides', 'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd',
+           'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser',
+           'tune_config', 'load_function', 'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd',
+           'convert_parser', 'convert_cmd', 'check_data_parser', 'check_data_text', 'check_data_cmd',
+           'prepare_data_parser', 'prepare_data_cmd', 'bench_parser', 'bench_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -140,7 +140,13 @@ def train_parser() -> Parser:
     p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also save the resume state every N optimiser steps within an epoch (0: at epoch ends only)')
     p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
+    p.add_argument('--register', metavar='NAME', help="register the run's MLflow Model as a new version of NAME "
+                   "(tracking.register); load it later as models:/NAME/<version>")
     return p
+
+def register_overrides(a) -> list:
+    "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
+    return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
 
 def scalar_metrics(m: dict) -> dict:
     "The numbers of a metrics dict (no confusion matrix, no per-class lists)."
@@ -148,6 +154,7 @@ def scalar_metrics(m: dict) -> dict:
 
 def train_cmd(a) -> Outcome:
     "`steanet train`: `fit` on the config built from `--config` and `--set`, or `--resume` a run."
+    a.overrides = register_overrides(a)
     cfg = None if a.resume else make_config(a.config, a.overrides)
     from steanet.train import dist_info, fit
     res = fit(cfg, overrides=a.overrides if a.resume else (), resume=a.resume, run_dir=a.run_dir,
@@ -190,7 +197,8 @@ def splits_cmd(a) -> Outcome:
 
 # %% ../nbs/09_cli.ipynb #bd728652
 def _checkpoint_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument('--checkpoint', required=True, help='run folder, best.safetensors or its .json')
+    p.add_argument('--checkpoint', required=True, help='run folder, best.safetensors or its .json, or an MLflow model: '
+                   'models:/NAME/<version|alias>, runs:/<run id>/model')
     p.add_argument('--backbone-weights', help='the backbone weights file, if it moved since training')
     p.add_argument('--allow-backbone-mismatch', action='store_true', help='go on even if the backbone sha256 differs')
     return p
@@ -201,6 +209,7 @@ def eval_parser() -> Parser:
     p.add_argument('--views', type=int, default=None, help='temporal views (clips) per video (default: as trained)')
     p.add_argument('--crops', type=int, default=None, choices=(1, 3), help='spatial crops per clip')
     p.add_argument('--subset', default='test', help='which subset of the dataset (test, val, train)')
+    p.add_argument('--no-mlflow', action='store_true', help='do not log this evaluation as an MLflow run')
     return p
 
 def eval_cmd(a) -> Outcome:
@@ -208,7 +217,7 @@ def eval_cmd(a) -> Outcome:
     from steanet.train import eval_checkpoint
     m = eval_checkpoint(a.checkpoint, views=a.views, crops=a.crops, subset=a.subset, overrides=a.overrides,
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                        progress=progress(a))
+                        progress=progress(a), log=not a.no_mlflow)
     text = [f"{a.checkpoint}: {m['n']} videos, {m['views']} views"]
     text += [f'  {k:<16} {m[k]:.4f}' for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss') if m.get(k) is not None]
     return Outcome(m, '\n'.join(text))
@@ -220,6 +229,7 @@ def predict_parser() -> Parser:
     p.add_argument('--topk', type=int, default=3, help='classes per video (default 3)')
     p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
     p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file')
+    p.add_argument('--no-mlflow', action='store_true', help='do not log these predictions as an MLflow run')
     return p
 
 def predict_cmd(a) -> Outcome:
@@ -227,7 +237,7 @@ def predict_cmd(a) -> Outcome:
     from steanet.train import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                           csv=a.csv)
+                           csv=a.csv, log=not a.no_mlflow)
     text = [f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
                                  ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])) for r in preds]
     return Outcome({'predictions': preds, 'csv': a.csv}, '\n'.join(text), 0 if all(r['error'] is None for r in preds) else 1)
@@ -274,6 +284,7 @@ def tune_parser() -> Parser:
     p.add_argument('--device', help='train.device for this worker, e.g. cuda:1')
     p.add_argument('--retrain-best', action='store_true', help='retrain the best trial on the full train split, test once')
     p.add_argument('--trial', type=int, help='with --retrain-best: this trial instead of the best')
+    p.add_argument('--register', metavar='NAME', help="with --retrain-best: register the retrained run's MLflow Model as NAME")
     p.add_argument('--retrain-epochs', type=int, help="with --retrain-best: epochs (default: the base config's train.epochs)")
     p.add_argument('--fit', default=None, metavar='MODULE:FUNCTION', help='trains each trial instead of steanet.train.fit')
     p.add_argument('--no-plots', action='store_true', help='skip the study plots')
@@ -312,7 +323,7 @@ def tune_cmd(a) -> Outcome:
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:
-        out = retrain_best(cfg, number=a.trial, epochs=a.retrain_epochs, fit_fn=fit_fn)
+        out = retrain_best(cfg, number=a.trial, epochs=a.retrain_epochs, fit_fn=fit_fn, register=a.register)
         res = out['result'] if isinstance(out['result'], dict) else {}
         out['result'] = {k: v for k, v in res.items() if isinstance(v, (int, float, str, dict, list, type(None)))}
         return Outcome(out, f"retrained trial {out['trial']} for {out['epochs']} epochs: "

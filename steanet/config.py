@@ -218,6 +218,12 @@ class TrackingConfig:
     run_name: Optional[str] = checked(None, LABEL)    # None: variant + time
     log_every: int = checked(10, '[1, 1000000]') # log loss/lr every N optimiser steps
     log_checkpoint: bool = True                  # log the best checkpoint as an artifact
+    log_model: bool = True                       # log an MLflow Model (pyfunc) per training run: runs:/<id>/model loads, serves and registers
+    log_backbone: bool = True                    # copy a local backbone weights file into that model (when at most backbone_max_mb)
+    backbone_max_mb: float = checked(64.0, '[0, 1000000]')  # log_backbone's size limit in MB (the demo's tower: <1 MB; ViT-B/16: 330 MB); bigger files and tags are referenced by path/tag + sha256
+    register: Optional[str] = checked(None, NAME)  # register the run's model under this name in the Model Registry (CLI: --register NAME)
+    system_metrics: bool = True                  # sample CPU, memory, disk, network (GPU through pynvml when installed) as system/... metrics
+    system_metrics_interval: float = checked(10.0, '[1, 3600]')  # seconds between system-metric samples
 
 @dataclass
 class TuneConfig:

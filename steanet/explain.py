@@ -573,6 +573,8 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     if not videos and not dataset:
         raise ValueError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
     from steanet.data import load_records
+    from steanet.tracking import resolve_checkpoint
+    checkpoint, backbone_weights = resolve_checkpoint(checkpoint, backbone_weights)   # models:/... and runs:/.../model too
     r = restore_checkpoint(checkpoint, overrides, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights, device=device or 'auto')
     cfg = r.cfg; cfg.data = _explain_data(cfg, dataset, overrides)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'moved_after_two_steps', 'ToyVideoNet']
+__all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'moved_after_two_steps', 'ToyVideoNet', 'pyfunc_predictions',
+           'cli_predictions', 'compare_model_to_predict', 'check_run_models']
 
 # %% ../nbs/10_testing.ipynb #1c9c5cfa
 @contextlib.contextmanager
@@ -79,3 +80,82 @@ class ToyVideoNet(nn.Module):
         z = torch.tanh(self.visual.conv1(rearrange(x, 'b c t h w -> (b t) c h w')))
         z = rearrange(z, '(b t) d gh gw -> b t gh gw d', b=x.shape[0])
         return self.head(torch.einsum('btijd,ij,t->bd', z, self.where, self.keep))
+
+# %% ../nbs/10_testing.ipynb #e14b0002
+_PYFUNC_PREDICT = ('import json, sys, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); '
+                   'm = mlflow.pyfunc.load_model(sys.argv[2]); '
+                   'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records", double_precision=15))')
+
+def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
+    """stdout of `python <args>` in a new interpreter (this one's, importing this steanet checkout), one thread, no
+    telemetry; raises with stderr on failure."""
+    import subprocess, sys
+    import steanet
+    code_root = str(Path(steanet.__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS='1', MLFLOW_DISABLE_TELEMETRY='true', HF_HUB_OFFLINE='1',
+               PYTHONPATH=os.pathsep.join([code_root, os.environ.get('PYTHONPATH', '')]), **(env or {}))
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if r.returncode: raise AssertionError(f'{args[:2]} failed ({r.returncode}):\n{r.stderr[-3000:]}')
+    return r.stdout
+
+def pyfunc_predictions(uri: str, model_uri: str, videos) -> list:
+    "Rows of `mlflow.pyfunc.load_model(model_uri).predict(DataFrame(video=videos))`, computed in a fresh process."
+    import json
+    return json.loads(_fresh(['-c', _PYFUNC_PREDICT, uri, model_uri, *map(str, videos)]).strip().splitlines()[-1])
+
+def cli_predictions(checkpoint, videos, uri: Optional[str] = None, fresh: bool = True) -> list:
+    """`steanet predict --json --no-mlflow --topk 1000 --checkpoint <checkpoint> <videos>` (in a fresh process, or in
+    this one with `fresh=False`; the store `uri` for a model URI): its predictions."""
+    import contextlib, io, json
+    args = ['predict', '--json', '--no-mlflow', '--topk', '1000', '--checkpoint', str(checkpoint), *map(str, videos)]
+    if fresh:
+        code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+        out = _fresh(['-c', code, *args], env={'MLFLOW_TRACKING_URI': uri} if uri else None)
+    else:
+        from steanet.cli import main
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf): rc = main(args)
+        out = buf.getvalue(); assert rc == 0, f'steanet predict exited {rc}'
+    return json.loads(out.strip().splitlines()[-1])['predictions']
+
+def compare_model_to_predict(uri: str, model_uri: str, checkpoint, video, atol: float = 1e-6,
+                             fresh_predict: bool = True) -> dict:
+    """Check that the MLflow Model `model_uri` (loaded in a fresh process) and `steanet predict` on `checkpoint` give
+    the same per-class probabilities for `video`, within `atol`, summing to 1 and naming the same top class; returns
+    `{'n_classes', 'max_abs_diff', 'sum', 'label'}` (an AssertionError says what differs). `fresh_predict=False` runs
+    `steanet predict` in this process (tests: one interpreter start less)."""
+    row = pyfunc_predictions(uri, model_uri, [video])[0]
+    pred = cli_predictions(checkpoint, [video], uri, fresh=fresh_predict)[0]
+    assert row['error'] == '' and pred['error'] is None, (row['error'], pred['error'])
+    ref = {t['class']: t['prob'] for t in pred['top']}
+    got = {k[len('prob_'):]: v for k, v in row.items() if k.startswith('prob_')}
+    assert set(got) == set(ref), f'classes differ: {sorted(got)} vs {sorted(ref)}'
+    diff = max(abs(got[c] - ref[c]) for c in ref); total = sum(got.values())
+    assert diff <= atol, f'{model_uri}: max |pyfunc - steanet predict| = {diff:.3g} > {atol}'
+    assert abs(total - 1) <= 1e-5, f'{model_uri}: probabilities sum to {total}'
+    assert row['label'] == pred['top'][0]['class'] and abs(row['prob'] - max(got.values())) <= atol
+    return {'n_classes': len(got), 'max_abs_diff': diff, 'sum': total, 'label': row['label']}
+
+def check_run_models(uri: Optional[str], video, experiment: str = 'demo', kind: Optional[str] = 'demo', latest: int = 3,
+                     atol: float = 1e-6, show: bool = True, fresh_predict: bool = True) -> list:
+    """The lead's check after `steanet demo`: for the `latest` FINISHED runs of `experiment` in the store `uri` (tagged
+    `steanet.kind=<kind>`), `compare_model_to_predict` on `runs:/<id>/model` against the run's own folder. Returns one
+    dict per run (variant, run_id and the comparison); raises on the first run that does not match. `uri=None`: the
+    store `steanet` uses here (`$MLFLOW_TRACKING_URI`, else the project's `mlruns/mlflow.db`)."""
+    from mlflow.tracking import MlflowClient
+    if uri is None:
+        from steanet.tracking import tracking_uri
+        uri = tracking_uri()
+    c = MlflowClient(tracking_uri=uri); exp = c.get_experiment_by_name(experiment)
+    assert exp is not None, f'no experiment {experiment!r} in {uri}'
+    flt = "attributes.status = 'FINISHED'" + (f" and tags.`steanet.kind` = '{kind}'" if kind else '')
+    runs = c.search_runs([exp.experiment_id], flt, order_by=['attributes.start_time DESC'], max_results=latest)
+    assert runs, f'no finished runs in experiment {experiment!r} of {uri}'
+    out = []
+    for r in runs:
+        res = compare_model_to_predict(uri, f'runs:/{r.info.run_id}/model', r.data.tags['steanet.run_dir'], video, atol,
+                                       fresh_predict)
+        out.append({'variant': r.data.tags.get('variant'), 'run_id': r.info.run_id, **res})
+        if show: print(f"{out[-1]['variant']:<13} {r.info.run_id}  {res['n_classes']} classes, sum {res['sum']:.6f}, "
+                       f"max |pyfunc - predict| {res['max_abs_diff']:.2e}, top {res['label']}")
+    return out

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_tracking.ipynb #57b219a8
 from __future__ import annotations
-import contextlib, csv, hashlib, io, os, subprocess, time, warnings
+import contextlib, csv, hashlib, io, json, os, subprocess, tempfile, time, warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -13,10 +13,13 @@ os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 from .config import ExperimentConfig, SteanetError, atomic_write, flatten_config, project_dir
 
 # %% auto #0
-__all__ = ['DEFAULT_URI', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking', 'sqlite_init_lock',
-           'setup_mlflow', 'Run', 'start_run', 'attach_run', 'open_run', 'git_commit', 'records_hash', 'run_identity',
-           'confusion_figure', 'curves_figure', 'per_class_report', 'csv_text', 'write_predictions_csv',
-           'log_run_start', 'log_step', 'log_epoch', 'log_test', 'log_run_end', 'log_run_error']
+__all__ = ['DEFAULT_URI', 'MODEL_NAME', 'EXPERIMENT_KIND', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking',
+           'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics', 'attach_run', 'open_run',
+           'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure', 'per_class_report',
+           'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch', 'log_test', 'log_run_end',
+           'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts', 'model_signature', 'model_requirements',
+           'video_probabilities', 'predictions_frame', 'check_backbone_file', 'log_model', 'register_model',
+           'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
 class TrackingError(SteanetError, RuntimeError):
@@ -97,7 +100,8 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
             client = _client(uri)
             exp = client.get_experiment_by_name(name)
             if exp is None:
-                try: exp_id = client.create_experiment(name, artifact_location=artifact_location(cfg, uri))
+                try: exp_id = client.create_experiment(name, artifact_location=artifact_location(cfg, uri),
+                                                       tags=dict([EXPERIMENT_KIND]))
                 except Exception:  # created concurrently by another worker
                     exp = client.get_experiment_by_name(name)
                     if exp is None: raise
@@ -105,6 +109,7 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
             else:
                 if exp.lifecycle_stage == 'deleted': client.restore_experiment(exp.experiment_id)
                 exp_id = exp.experiment_id
+                if exp.tags.get(EXPERIMENT_KIND[0]) is None: client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     except TrackingError: raise
     except Exception as e:
         raise TrackingError(f'MLflow store {uri}: cannot open experiment {name!r} ({type(e).__name__}: {e})') from None
@@ -115,6 +120,7 @@ class Run:
     def __init__(self, client=None, run_id: Optional[str] = None, uri: Optional[str] = None, owned: bool = True):
         self.client, self.run_id, self.uri, self.owned = client, run_id, uri, owned
         self._metrics: list = []
+        self.monitor = None   # the system-metrics thread of a run this handle started (`start_system_metrics`)
     @property
     def active(self) -> bool: return self.client is not None and self.run_id is not None
 
@@ -147,6 +153,7 @@ class Run:
     def end(self, status: str = 'FINISHED'):
         "Flush and close the run (only runs this handle created are closed)."
         if not self.active: return
+        if self.monitor is not None: self.monitor.finish(); self.monitor = None   # the thread stops before the run ends
         self.flush()
         if self.owned: self.client.set_terminated(self.run_id, status=status)
     @property
@@ -173,13 +180,26 @@ def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_r
     if run_id is not None:
         run = attach_run(cfg, run_id); run.owned = True
         if run.client.get_run(run_id).info.status != 'RUNNING': run.client.update_run(run_id, status='RUNNING')
-        return run
+        return start_system_metrics(run, cfg, resume=True)
     client, exp_id, uri = setup_mlflow(cfg, experiment)
     t = dict(tags or {})
     if parent_run_id: t['mlflow.parentRunId'] = parent_run_id
     name = run_name or cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
     r = client.create_run(exp_id, run_name=name, tags={k: _param_str(v) for k, v in t.items()})
-    return Run(client, r.info.run_id, uri, owned=True)
+    return start_system_metrics(Run(client, r.info.run_id, uri, owned=True), cfg)
+
+def start_system_metrics(run: Run, cfg: ExperimentConfig, resume: bool = False) -> Run:
+    """With `tracking.system_metrics`, MLflow's `SystemMetricsMonitor` samples CPU, memory, disk and network (GPU
+    through pynvml when installed) every `tracking.system_metrics_interval` s into `system/...` metrics of `run`, on a
+    daemon thread that `Run.end` stops (and that stops by itself once the run is no longer RUNNING)."""
+    if not (run.active and cfg.tracking.system_metrics): return run
+    import logging
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    logging.getLogger('mlflow.system_metrics').setLevel(logging.WARNING)   # no start/stop lines per run
+    run.monitor = SystemMetricsMonitor(run.run_id, sampling_interval=cfg.tracking.system_metrics_interval,
+                                       resume_logging=resume, tracking_uri=run.uri)
+    run.monitor.start()
+    return run
 
 def attach_run(cfg: Optional[ExperimentConfig], run_id: str) -> Run:
     "A handle on an existing run that someone else owns: logged into, never closed, its status left as it is."
@@ -198,8 +218,10 @@ def open_run(cfg: ExperimentConfig, *, run=None, resume_id: Optional[str] = None
     how it ends), else the run a resumed training started (`resume_id`), else a new one (nested under
     `parent_run_id`). `enabled=False` (a DDP rank other than 0) or tracking off: a no-op `Run`."""
     if not enabled: return Run()
-    if isinstance(run, Run): return Run(run.client, run.run_id, run.uri, owned=False)
-    if run is not None: return attach_run(cfg, str(run)) if cfg.tracking.enabled else Run()
+    if isinstance(run, Run):   # the caller's handle: system metrics on this one unless the caller samples them already
+        h = Run(run.client, run.run_id, run.uri, owned=False)
+        return h if run.monitor is not None else start_system_metrics(h, cfg)
+    if run is not None: return start_system_metrics(attach_run(cfg, str(run)), cfg) if cfg.tracking.enabled else Run()
     return start_run(cfg, run_id=resume_id) if resume_id else start_run(cfg, parent_run_id=parent_run_id)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
@@ -321,14 +343,17 @@ def log_test(run: Run, run_dir, metrics: dict, confusion, predictions: Sequence[
     write_predictions_csv(d / 'test_predictions.csv', predictions)
     for f in ('confusion.png', 'per_class.csv', 'test_predictions.csv'): run.log_artifact(d / f)
 
-def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float):
-    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the total
-    time; then FINISHED (a caller's run stays open)."""
+def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float,
+                example_video=None):
+    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the
+    run's MLflow Model if `tracking.log_model` (`log_model`, with `example_video` as its input example; registered
+    as `tracking.register` when set), the total time; then FINISHED (a caller's run stays open)."""
     d = Path(run_dir)
     if history:
         curves_figure(history).savefig(d / 'curves.png'); run.log_artifact(d / 'curves.png')
     if cfg.tracking.log_checkpoint:
         for f in ('best.safetensors', 'best.json'): run.log_artifact(d / f, 'checkpoint')
+    if cfg.tracking.log_model: log_model(run, cfg, d, example_video, cfg.tracking.register)
     run.log_metrics({'perf/total_s': seconds}, step=cfg.train.epochs, flush=True)
     run.end('FINISHED')
 
@@ -343,3 +368,233 @@ def log_run_error(run: Run, error: BaseException, stopped: bool = False):
     try:
         run.set_tags(tags); run.end('FAILED' if status == 'FAILED' else 'KILLED')
     except Exception as e: warnings.warn(f'MLflow run {run.run_id}: could not record how it ended ({e})')
+
+# %% ../nbs/04_tracking.ipynb #e14a0002
+MODEL_NAME = 'model'                 # the artifact name of a run's MLflow Model: runs:/<id>/model
+EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
+
+def prob_columns(class_names: Sequence[str]) -> list:
+    "The output columns of the per-class probabilities: `prob_<class>`, in the checkpoint's class order."
+    return [f'prob_{c}' for c in class_names]
+
+def backbone_file(cfg: ExperimentConfig) -> Optional[Path]:
+    "The local weights file `cfg.backbone.pretrained` names, or None (an open_clip tag, or a random backbone)."
+    ref = cfg.backbone.pretrained
+    return Path(ref).resolve() if ref and Path(ref).is_file() else None
+
+def model_artifacts(cfg: ExperimentConfig, run_dir) -> dict:
+    """What the model carries: the adapter checkpoint (`best.safetensors` + `best.json`), the run's `config.yaml`, and,
+    when `tracking.log_backbone` and the file is at most `tracking.backbone_max_mb`, the backbone weights file."""
+    d = Path(run_dir)
+    arts = {'adapters': str(d / 'best.safetensors'), 'adapters_json': str(d / 'best.json'), 'config': str(d / 'config.yaml')}
+    f = backbone_file(cfg)
+    if f is not None and cfg.tracking.log_backbone and f.stat().st_size <= cfg.tracking.backbone_max_mb * 2 ** 20:
+        arts['backbone'] = str(f)
+    return arts
+
+def model_signature(class_names: Sequence[str]):
+    "Input: a `video` column of file paths. Output: one row per video with the top `label`, its `prob`, every class's probability and an `error` (empty when the video was read)."
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    out = [ColSpec('string', 'video'), ColSpec('string', 'label'), ColSpec('double', 'prob'),
+           *[ColSpec('double', c) for c in prob_columns(class_names)], ColSpec('string', 'error')]
+    return ModelSignature(inputs=Schema([ColSpec('string', 'video')]), outputs=Schema(out))
+
+def model_requirements() -> list:
+    "The model's pip requirements, pinned to what is installed (stated, so MLflow does not import the model to infer them)."
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for name in ('mlflow', 'torch', 'torchvision', 'open_clip_torch', 'einops', 'safetensors', 'decord', 'av', 'pandas', 'numpy', 'pyyaml'):
+        try: out.append(f'{name}=={version(name)}')
+        except PackageNotFoundError: pass
+    return out
+
+# %% ../nbs/04_tracking.ipynb #e14a0004
+def video_probabilities(r, videos: Sequence) -> list:
+    """`(probs, error)` per video of a restored checkpoint `r` (`steanet.checkpoint.Restored`): the clips read as
+    `steanet predict` reads them (the checkpoint's test views and crops), the softmax averaged over the views; a
+    missing or unreadable file gives `(None, 'Type: message')`."""
+    import torch
+    from einops import rearrange
+    from steanet.data import VideoRecord, build_dataset
+    recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
+    ds = build_dataset(r.cfg, 'test', records=recs, train=False, mean=r.mean, std=r.std)
+    dev = next(r.model.parameters()).device; out = []
+    for i, v in enumerate(videos):
+        try:
+            if not Path(v).exists(): raise FileNotFoundError(f'{v}: no such file')
+            x = ds[i]['video']
+            if x.ndim == 4: x = rearrange(x, 'c t h w -> 1 c t h w')   # one view; else (views, C, T, H, W)
+            with torch.no_grad(): p = r.model(x.to(dev)).float().softmax(-1).mean(0).cpu()
+            out.append((p, None))
+        except Exception as e: out.append((None, f'{type(e).__name__}: {e}'))
+    return out
+
+def predictions_frame(videos: Sequence, probs: Sequence, class_names: Sequence[str]):
+    "The model's output: a DataFrame with one row per video (see `model_signature`)."
+    import pandas as pd
+    cols = prob_columns(class_names); rows = []
+    for v, (p, err) in zip(videos, probs):
+        if p is None: rows.append({'video': str(v), 'label': '', 'prob': float('nan'), **{c: float('nan') for c in cols}, 'error': err})
+        else:
+            j = int(p.argmax())
+            rows.append({'video': str(v), 'label': class_names[j], 'prob': float(p[j]),
+                         **{c: float(q) for c, q in zip(cols, p.tolist())}, 'error': ''})
+    return pd.DataFrame(rows, columns=['video', 'label', 'prob', *cols, 'error'])
+
+def check_backbone_file(path, meta: dict) -> None:
+    "Refuse a backbone weights file whose sha256 is not the one the checkpoint JSON `meta` recorded."
+    from steanet.checkpoint import CheckpointError
+    from steanet.model import file_sha256
+    want, got = (meta.get('backbone') or {}).get('sha256'), file_sha256(path)
+    if want and got != want:
+        raise CheckpointError(f'{path}: backbone sha256 {got[:16]}.. differs from the {want[:16]}.. this model was '
+                              f'trained on; log the model again with the right weights (or restore that file)')
+
+def _model_class():
+    "`SteanetModel`, built on first use: importing `mlflow.pyfunc` costs seconds that most users of this room do not need."
+    import mlflow.pyfunc, pandas as pd
+
+    class SteanetModel(mlflow.pyfunc.PythonModel):
+        """A steanet run as an MLflow `pyfunc` model: `load_context` restores the adapter checkpoint onto its backbone
+        (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
+        `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
+        def load_context(self, context):
+            from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
+            arts = context.artifacts; bb = arts.get('backbone')
+            if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
+            self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto')
+
+        def predict(self, context, model_input, params=None):   # no type hint: the signature says what goes in and out
+            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            if 'video' not in df.columns:
+                raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
+            videos = [str(v) for v in df['video']]
+            return predictions_frame(videos, video_probabilities(self.restored, videos), self.restored.class_names)
+
+    SteanetModel.__module__, SteanetModel.__qualname__ = 'steanet.tracking', 'SteanetModel'
+    return SteanetModel
+
+def __getattr__(name):
+    "`steanet.tracking.SteanetModel` (so pickles of the model name it by module and name, and it is built once)."
+    if name == 'SteanetModel':
+        cls = globals()['SteanetModel'] = _model_class()
+        return cls
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+# %% ../nbs/04_tracking.ipynb #e14a0006
+@contextlib.contextmanager
+def _quiet_mlflow():
+    "MLflow's per-model notes (pickled model, input validation, download bars) off while a model is logged."
+    import logging
+    names = ('mlflow.pyfunc', 'mlflow.models', 'mlflow.models.model', 'mlflow.models.signature', 'mlflow.store.artifact')
+    levels = {n: logging.getLogger(n).level for n in names}
+    saved = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')
+    os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = 'false'
+    try:
+        for n in names: logging.getLogger(n).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore'); yield
+    finally:
+        for n, l in levels.items(): logging.getLogger(n).setLevel(l)
+        if saved is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
+        else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = saved
+
+def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, register: Optional[str] = None) -> Optional[str]:
+    """Log the run's MLflow Model (`runs:/<id>/model`): `SteanetModel` with `model_artifacts`, `model_signature`, an
+    input example (`example_video`, one of the run's videos) and pinned requirements; with `register`, also a new
+    version of that registered model. Returns the model URI (None when the run is not tracked)."""
+    if not run.active: return None
+    import mlflow, pandas as pd
+    from mlflow.models import Model
+    meta = json.loads((Path(run_dir) / 'best.json').read_text())
+    mlflow.set_tracking_uri(run.uri)
+    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
+    exp_id = run.client.get_run(run.run_id).info.experiment_id
+    with _quiet_mlflow():
+        # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)
+        lm = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run.run_id, experiment_id=exp_id,
+                                            params=run.client.get_run(run.run_id).data.params)
+        Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run.run_id, model_id=lm.model_id,
+                  python_model=__getattr__('SteanetModel')(), artifacts=model_artifacts(cfg, run_dir),
+                  signature=model_signature(meta['class_names']), input_example=example,
+                  pip_requirements=model_requirements(),
+                  metadata={'steanet_backbone': meta['backbone'], 'steanet_variant': meta['variant']})
+    run.set_tags({'steanet.model_uri': f'runs:/{run.run_id}/{MODEL_NAME}'})
+    if register: register_model(run, register)
+    return f'runs:/{run.run_id}/{MODEL_NAME}'
+
+def register_model(run: Run, name: str) -> str:
+    "Register `runs:/<id>/model` of `run` as a new version of `name`; returns `models:/<name>/<version>`."
+    import mlflow
+    mlflow.set_tracking_uri(run.uri)
+    try:
+        with sqlite_init_lock(run.uri): v = mlflow.register_model(f'runs:/{run.run_id}/{MODEL_NAME}', name)
+    except Exception as e:
+        raise TrackingError(f'MLflow registry of {run.uri}: cannot register run {run.run_id} as {name!r} '
+                            f'({type(e).__name__}: {str(e)[:300]})') from None
+    run.set_tags({'steanet.registered_model': f'models:/{name}/{v.version}'})
+    return f'models:/{name}/{v.version}'
+
+# %% ../nbs/04_tracking.ipynb #e14a0008
+def is_model_uri(ref) -> bool:
+    "Whether a `--checkpoint` value is an MLflow model URI (`models:/NAME/<version|alias>`, `runs:/<id>/model`)."
+    return isinstance(ref, str) and ref.startswith(('models:/', 'runs:/'))
+
+def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optional[ExperimentConfig] = None) -> tuple:
+    """`(checkpoint, backbone_weights)` for eval, predict and explain: a run folder or file is returned as it is; an
+    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
+    adapter checkpoint, and for its backbone file when the model carries one (unless `backbone_weights` is given)."""
+    if not is_model_uri(ref): return ref, backbone_weights
+    import mlflow, re
+    m = re.fullmatch(r'models:/([^/@]+)/([^/]+)', ref)
+    if m and not m[2].isdigit() and m[2].lower() not in ('production', 'staging', 'archived', 'none'):
+        ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
+    from steanet.checkpoint import CheckpointError
+    uri = tracking_uri(cfg); check_tracking(uri); mlflow.set_tracking_uri(uri)
+    dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        with sqlite_init_lock(uri), _quiet_mlflow():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
+    except Exception as e:
+        raise CheckpointError(f'{ref}: no such MLflow model in {uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
+                              f'check the name/version/alias or run id, and MLFLOW_TRACKING_URI') from None
+    st = local / 'artifacts' / 'best.safetensors'
+    if not st.is_file(): raise CheckpointError(f'{ref}: not a steanet model (no artifacts/best.safetensors in it)')
+    bb = [p for p in (local / 'artifacts').iterdir() if p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
+    return str(st), backbone_weights or (str(bb[0]) if bb else None)
+
+# %% ../nbs/04_tracking.ipynb #e14a000a
+def _trained_run(client, meta: dict) -> Optional[str]:
+    "The id of the run that trained the checkpoint (`meta['run_id']`) when that run is in this store."
+    rid = meta.get('run_id')
+    if not rid: return None
+    try: client.get_run(rid); return rid
+    except Exception: return None
+
+def log_checkpoint_use(cfg: ExperimentConfig, meta: dict, kind: str, checkpoint, metrics: dict,
+                       predictions: Sequence[dict], class_names: Sequence[str], confusion=None) -> Optional[str]:
+    """The MLflow run of `steanet eval` or `predict` (`kind`) on a checkpoint: nested under the run that trained it
+    (`mlflow.parentRunId` and `steanet.trained_run`, when that run is in this store), with its `metrics`, the per-video
+    `predictions` (`<kind>_predictions.csv`) and, given `confusion`, the confusion matrix (`confusion.png`) and the
+    per-class report. Returns the run id (None with tracking off)."""
+    if not cfg.tracking.enabled: return None
+    client, _, _ = setup_mlflow(cfg)
+    parent = _trained_run(client, meta)
+    run = start_run(cfg, run_name=f'{kind}-{time.strftime("%Y%m%d-%H%M%S")}', parent_run_id=parent,
+                    tags={'steanet.kind': kind, 'steanet.checkpoint': str(checkpoint), 'steanet.trained_run': meta.get('run_id'),
+                          'variant': meta.get('variant'), 'backbone_sha256': (meta.get('backbone') or {}).get('sha256')})
+    try:
+        run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
+            run.log_artifact(Path(d) / f'{kind}_predictions.csv')
+            if confusion is not None:
+                confusion_figure(confusion, class_names).savefig(Path(d) / 'confusion.png')
+                atomic_write(Path(d) / 'per_class.csv', per_class_report(confusion, class_names))
+                for f in ('confusion.png', 'per_class.csv'): run.log_artifact(Path(d) / f)
+    except BaseException as e:
+        log_run_error(run, e); raise
+    run.end('FINISHED')
+    return run.run_id

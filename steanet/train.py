@@ -599,6 +599,11 @@ def _result(tr: Training, final: dict) -> dict:
             'best_checkpoint': str(tr.run_dir / 'best.safetensors'), 'last_checkpoint': str(tr.run_dir / 'last.safetensors'),
             'class_names': tr.class_names, 'seconds': time.time() - tr.t_start, 'world_size': tr.world}
 
+def _example_video(tr: Training) -> Optional[str]:
+    "One of the run's videos (test, else validation, else training): the input example of its MLflow Model."
+    recs = tr.records['test'] or tr.records['val'] or tr.records['train']
+    return str(recs[0].path) if recs else None
+
 def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, val_records=None, test_records=None,
         class_names=None, on_epoch_end: Optional[Callable] = None, run=None, parent_run_id: Optional[str] = None,
         resume: Optional[str] = None, run_dir=None, checkpoint_every: int = 0, progress: bool = True,
@@ -623,7 +628,8 @@ def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, v
             end_epoch(tr, epoch, train_one_epoch(tr, epoch, checkpoint_every), on_epoch_end, progress)
         tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
         final = final_test(tr, test, progress)
-        if is_main: tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start)
+        if is_main: tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start,
+                                         example_video=_example_video(tr))
     except BaseException as e:
         if is_main: tracking.log_run_error(mrun, e, stopped=tr is not None and tr.stopped)
         raise
@@ -637,17 +643,25 @@ def checkpoint_dataset(r: Restored, records):
 def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int] = None, subset: str = 'test',
                     overrides: Sequence[str] = (), records=None, allow_backbone_mismatch: bool = False,
                     backbone_weights: Optional[str] = None, progress: bool = False, device: Optional[str] = None,
-                    video_fn: Optional[Callable] = None) -> dict:
-    "Multi-view evaluation of a checkpoint on `subset` of its dataset (or of `overrides`' dataset, or on `records`)."
+                    video_fn: Optional[Callable] = None, log: bool = False) -> dict:
+    """Multi-view evaluation of a checkpoint (a run folder, a checkpoint file, or an MLflow model URI `models:/NAME/<version|alias>`
+    / `runs:/<id>/model`) on `subset` of its dataset (or of `overrides`' dataset, or on `records`). With `log`, an
+    MLflow run nested under the training run records the metrics, predictions and confusion matrix (`run_id`)."""
+    checkpoint, backbone_weights = tracking.resolve_checkpoint(checkpoint, backbone_weights)
     r = restore_checkpoint(checkpoint, overrides, views=views, crops=crops, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights)
     dev = resolve_device(device or r.cfg.train.device); r.to(dev); c = r.cfg
     if records is None: records, _ = load_records(c.data, subset)
     loader = make_loader(checkpoint_dataset(r, records), batch_size=c.train.batch_size, num_workers=c.data.num_workers,
                          device=dev)
-    m = evaluate(r.model, loader, dev, amp_dtype(c.train.amp, dev), r.num_classes, video_fn=video_fn, progress=progress)
+    m = evaluate(r.model, loader, dev, amp_dtype(c.train.amp, dev), r.num_classes, video_fn=video_fn, progress=progress,
+                 return_predictions=log)
     m.update(views=c.data.num_clips * c.data.test_crops, num_clips=c.data.num_clips, test_crops=c.data.test_crops,
              subset=subset, checkpoint=str(checkpoint), class_names=r.class_names)
+    if log:
+        preds = test_predictions(m.pop('predictions'), records, r.class_names)
+        m['run_id'] = tracking.log_checkpoint_use(c, r.meta, 'eval', checkpoint, {k: m[k] for k in (*EVAL_KEYS, 'n')},
+                                                  preds, r.class_names, m['confusion'])
     return m
 
 def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> dict:
@@ -661,15 +675,22 @@ def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> di
         return {'video': str(video), 'top': [], 'error': f'{type(e).__name__}: {e}'}
 
 def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[int] = None,
-                   allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None) -> list:
+                   allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None,
+                   log: bool = False) -> list:
     """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error'}]`; with `csv`, also written
-    there (one row per video and rank)."""
+    there (one row per video and rank). `checkpoint` as for `eval_checkpoint`; with `log`, an MLflow run nested under
+    the training run records the predictions (`predict_predictions.csv`) and how many videos failed."""
+    checkpoint, backbone_weights = tracking.resolve_checkpoint(checkpoint, backbone_weights)
     r = restore_checkpoint(checkpoint, ['data.bad_items=raise'], views=views,
                            allow_backbone_mismatch=allow_backbone_mismatch, backbone_weights=backbone_weights)
     dev = resolve_device(r.cfg.train.device); r.to(dev); dtype = amp_dtype(r.cfg.train.amp, dev)
     ds = checkpoint_dataset(r, [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos])
     out = [_predict_one(r, ds, i, v, topk, dev, dtype) for i, v in enumerate(videos)]
     if csv: tracking.write_predictions_csv(csv, out)
+    if log:
+        tracking.log_checkpoint_use(r.cfg, r.meta, 'predict', checkpoint,
+                                    {'n_videos': len(out), 'n_failed': sum(p['error'] is not None for p in out)},
+                                    out, r.class_names)
     return out
 
 # %% ../nbs/05_train.ipynb #de84e8e5

@@ -22,8 +22,8 @@ __all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR
            'study_directions', 'default_storage_url', 'storage_url', 'describe_storage', 'retry_concurrent',
            'make_storage', 'make_sampler', 'make_pruner', 'worker_info', 'worker_is_dead', 'counted_trials', 'Recovery',
            'recover_interrupted', 'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates',
-           'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'load_trial_config',
-           'retrain_best']
+           'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'study_artifact_dir',
+           'attach_study_artifacts', 'load_trial_config', 'retrain_best']
 
 # %% ../nbs/06_tune.ipynb #67b2c1ca
 ADAPTER_KEYS = {'s': 's_ratio', 't': 't_ratio', 'mlp': 'mlp_ratio', 'tea': 'tea_ratio', 'sea': 'sea_ratio'}
@@ -664,7 +664,27 @@ def _study_outputs(study: optuna.Study, summary: dict, names) -> list:
         best = study.get_trials(deepcopy=False)[summary['best']['number']]
         best_cfg = config_from_dict(study._storage.get_trial(best._trial_id).user_attrs[CONFIG_ATTR])
         arts.append(save_config(best_cfg, out / 'best_config.yaml')); summary['best_config'] = str(out / 'best_config.yaml')
+    summary['dashboard_artifacts'] = attach_study_artifacts(study, arts)
     return arts
+
+def study_artifact_dir() -> Path:
+    "Where optuna-dashboard finds the studies' files: `<project>/mlruns/optuna-artifacts` (`make dashboard` passes it)."
+    return project_dir() / 'mlruns' / 'optuna-artifacts'
+
+def attach_study_artifacts(study: optuna.Study, files: Sequence) -> int:
+    """Upload `files` (the plots, `trials.csv`, `best_config.yaml`) as the study's artifacts (`optuna.artifacts` with a
+    `FileSystemArtifactStore` in `study_artifact_dir()`), so optuna-dashboard shows them beside the trials; a file
+    that fails is warned about, not fatal. Returns how many were attached."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    d = study_artifact_dir(); d.mkdir(parents=True, exist_ok=True)
+    store, n = FileSystemArtifactStore(str(d)), 0
+    for f in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)   # optuna.artifacts is marked experimental
+                upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=study); n += 1
+        except Exception as e: warnings.warn(f'{f}: not attached to study {study.study_name} ({type(e).__name__}: {e})')
+    return n
 
 def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler=None):
     from tqdm.auto import tqdm
@@ -706,8 +726,9 @@ def load_trial_config(study: optuna.Study, number: Optional[int] = None) -> tupl
     return t, config_from_dict(t.user_attrs[CONFIG_ATTR])
 
 def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs: Optional[int] = None,
-                 fit_fn: Optional[Callable] = None) -> dict:
-    "Retrain the chosen trial's config on the full training split, test once; returns fit's result + trial info."
+                 fit_fn: Optional[Callable] = None, register: Optional[str] = None) -> dict:
+    """Retrain the chosen trial's config on the full training split, test once; returns fit's result + trial info.
+    `register`: register the retrained run's MLflow Model under that name (`tracking.register`)."""
     url = storage_url(cfg)
     try: study = optuna.load_study(study_name=cfg.tune.study, storage=make_storage(url, heartbeat=0))
     except KeyError:
@@ -718,6 +739,8 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     tcfg.data.val_fraction = 0.0
     tcfg.train.out_dir = str(Path(cfg.train.out_dir) / cfg.tune.study / f'retrain-trial-{t.number:04d}')
     tcfg.tracking.run_name = f'{cfg.tune.study}-retrain-trial-{t.number:04d}'
+    tcfg.tracking.register = register or cfg.tracking.register
+    if tcfg.tracking.register: tcfg.tracking.log_model = True   # a registered version needs the run's model
     if cfg.train.device != tcfg.train.device: tcfg.train.device = cfg.train.device
     from steanet.data import load_records
     train, classes = load_records(tcfg.data, 'train')
