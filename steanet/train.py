@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #700884c0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, math, os, random, sys, time
+import contextlib, copy, hashlib, io, json, math, os, random, re, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -567,7 +567,10 @@ def load_resume_state(path) -> dict:
     "Load `resume.pt` with `weights_only=True` (plain tensors and containers only)."
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise CheckpointError(f'{path}: cannot read resume state ({type(e).__name__}: {e}); '
+        g = re.findall(r'GLOBAL ([\w.]+)', str(e))[:1]         # a pickle that would call code: name it, in one line
+        why = f'loading it would call {g[0]}, which steanet never does' if g else \
+            f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'
+        raise CheckpointError(f'{path}: cannot read resume state ({why}); '
                               f'the run folder needs an intact resume.pt from `steanet train`') from None
 
 def find_run_dir(resume: str, cfg: Optional[ExperimentConfig] = None) -> Path:
