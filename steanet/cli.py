@@ -186,7 +186,8 @@ def splits_cmd(a) -> Outcome:
     cfg = make_config(a.config, a.overrides)
     from steanet.train import run_splits
     res = run_splits(cfg, a.splits, progress=progress(a))
-    text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f}" for s, v in res['splits'].items()]
+    text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f} (epoch {v.get('best_epoch')} by {v.get('selection')})"
+            for s, v in res['splits'].items()]
     text += [f"{k:<22} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in res['summary'].items()]
     return Outcome(res, '\n'.join(text))
 

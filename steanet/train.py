@@ -374,7 +374,7 @@ def accum_steps(tc, world: int) -> int:
                           f'({tc.batch_size} x {world}); set train.batch_size or train.global_batch so that it is')
     return tc.global_batch // (tc.batch_size * world)
 
-def _selection_state(cfg, val_r, sel, state) -> dict:
+def _selection_state(sel: dict, state) -> dict:
     "The selection of a resumed run is the one it started with (its records come back as given ones)."
     return json.loads(state['selection']) if state is not None and 'selection' in state else sel
 
@@ -383,7 +383,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
     "A `Training`: records, model, run folder, datasets, optimiser; a resumed run's state restored, a new run's start logged."
     device, dtype, rank, world = proc; tc = cfg.train
     train_r, val_r, test_r, class_names, sel = run_records(cfg, *records, with_selection=True)
-    sel = _selection_state(cfg, val_r, sel, state)
+    sel = _selection_state(sel, state)
     if not train_r: raise ConfigError(f'no training videos found for data.root={cfg.data.root}')
     if cfg.data.num_classes is None: cfg.data.num_classes = len(class_names)
     model = _seeded_model(cfg, device)
@@ -727,7 +727,7 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
             c.tracking.run_name = f'{cfg.tracking.run_name or cfg.adapters.variant}-split{s:02d}'
             r = fit(c, parent_run_id=parent.run_id, progress=progress, tags={'split': s})
             per[s] = {k: v for k, v in r['metrics'].items() if k.startswith('test/') and isinstance(v, (int, float))}
-            per[s]['run_id'] = r['run_id']
+            per[s].update(run_id=r['run_id'], selection=r['metrics'].get('selection'), best_epoch=r['metrics'].get('best_epoch'))
         summary = _mean_std(per)
         parent.log_metrics({f'{k}_mean': v['mean'] for k, v in summary.items()}, flush=True)
         parent.log_metrics({f'{k}_std': v['std'] for k, v in summary.items()}, flush=True)

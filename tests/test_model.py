@@ -431,6 +431,10 @@ def test_official_fixture_as_mmcv_saves_it(fixtures_dir, tmp_path):
     assert md['source_sha256'] == file_sha256(files[0])
     with pytest.raises(BackboneError, match='exists'):
         convert_checkpoint(files[0], out)                                           # never overwrites
+    from steanet.cli import main                                                    # the command does the same
+    assert main(['convert-checkpoint', str(legacy), str(tmp_path / 'cli.safetensors'), '--json']) == 0
+    _check_fixture(load_official_checkpoint(tmp_path / 'cli.safetensors', heads=2), ref)
+    assert main(['convert-checkpoint', str(legacy), str(tmp_path / 'cli.safetensors'), '--json']) == 1   # kept
 
 
 def _evil(marker):
