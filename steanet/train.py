@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #700884c0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, math, os, random, re, sys, time
+import contextlib, copy, hashlib, io, json, math, os, random, re, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -56,8 +56,6 @@ def init_distributed(device: torch.device) -> bool:
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return True
 
-_warned_fp16_cpu = []
-
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for `train.amp` on `device` (None: full precision). The rule off CUDA: `auto` and `fp16`
     run in fp32 (CPU fp16 autocast is slow and loss scaling is a CUDA tool; `fp16` says so once, so a release preset
@@ -66,10 +64,9 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     if amp == 'off': return None
     if amp == 'bf16': return torch.bfloat16
     if device.type != 'cuda':
-        if amp == 'fp16' and not _warned_fp16_cpu:
-            _warned_fp16_cpu.append(1)
-            print(f'train.amp=fp16 on {device.type}: training in fp32 (fp16 autocast is for CUDA; use bf16 to autocast '
-                  f'on CPU)', file=sys.stderr)
+        if amp == 'fp16':     # a UserWarning: shown once per process
+            warnings.warn(f'train.amp=fp16 on {device.type}: training in fp32 (fp16 autocast is for CUDA; use bf16 to '
+                          f'autocast on a CPU)', stacklevel=2)
         return None
     if amp == 'fp16': return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
