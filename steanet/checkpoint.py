@@ -89,7 +89,12 @@ def read_checkpoint_meta(path) -> tuple:
     if j.exists(): meta = json.loads(j.read_text())
     else:
         from safetensors import safe_open
-        with safe_open(str(p), 'pt') as f: md = f.metadata() or {}
+        try:
+            with safe_open(str(p), 'pt') as f: md = f.metadata() or {}
+        except Exception as e:          # e.g. a .pth pickle: never unpickled here
+            raise CheckpointError(f'{p}: not a steanet checkpoint (no {j.name}, and not a safetensors file: '
+                                  f'{(str(e).splitlines() or [""])[0][:200]}); pass a run folder of `steanet train` or its '
+                                  f'best.safetensors (a release .pth: `steanet convert-checkpoint IN.pth OUT.safetensors`)') from None
         if 'steanet' not in md: raise CheckpointError(f'{p}: not a steanet checkpoint (no {j.name} and no metadata)')
         meta = json.loads(md['steanet'])
     if meta.get('format') != CKPT_FORMAT:

@@ -165,8 +165,12 @@ def train_cmd(a) -> Outcome:
             f"tunable params {res['tunable_params']:,} of {res['total_params']:,}; {res['seconds']:.1f} s"]
     text += [f'  {k:<22} {m[k]:.4f}' for k in ('best_val_top1', 'test/top1', 'test/top5', 'test/mean_class_acc',
                                                  'test/macro_f1') if m.get(k) is not None]
+    sel = {k: m[k] for k in ('selection', 'val_source', 'val_param') if k in m}
+    if sel: text.append(f"selected epoch {m.get('best_epoch')} by {sel['selection']} (validation: {sel['val_source']}"
+                        f"{' ' + sel['val_param'] if sel.get('val_param') else ''}); the test split was read once, after it")
     text.append(f"best checkpoint {res['best_checkpoint']}")
-    result = {**{k: v for k, v in res.items() if k not in ('history', 'metrics')}, 'metrics': scalar_metrics(m)}
+    result = {**{k: v for k, v in res.items() if k not in ('history', 'metrics')}, 'metrics': scalar_metrics(m),
+              'selection': sel}
     return Outcome(result, '\n'.join(text))
 
 def parse_splits(s: str) -> list:
@@ -191,7 +195,8 @@ def splits_cmd(a) -> Outcome:
     cfg = make_config(a.config, a.overrides)
     from steanet.train import run_splits
     res = run_splits(cfg, a.splits, progress=progress(a))
-    text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f}" for s, v in res['splits'].items()]
+    text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f} (epoch {v.get('best_epoch')} by {v.get('selection')})"
+            for s, v in res['splits'].items()]
     text += [f"{k:<22} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in res['summary'].items()]
     return Outcome(res, '\n'.join(text))
 

@@ -195,7 +195,8 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
         c, r = _train_variant(base, v, root, weights, progress, store)
         runs[v] = {'test_acc': r['metrics'].get('test/top1'), 'val_acc': r['metrics'].get('best_val_top1'),
                    'tunable_params': r['tunable_params'], 'run_id': r['run_id'], 'seconds': r['seconds'],
-                   'checkpoint': r['best_checkpoint']}
+                   'checkpoint': r['best_checkpoint'], 'selection': r['metrics'].get('selection'),
+                   'best_epoch': r['metrics'].get('best_epoch')}
         if v == 'steanet': runs[v]['shuffled_test_acc'] = shuffled_test(c, r, seed)
     uri = tracking.tracking_uri(base)
     ui = (f'make ui   (or: mlflow ui --backend-store-uri {uri} --port 5000)' if uri.startswith('sqlite')

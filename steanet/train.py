@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #700884c0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, math, os, random, sys, time
+import contextlib, copy, hashlib, io, json, math, os, random, re, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -20,14 +20,15 @@ from .config import (ExperimentConfig, ConfigError, SteanetError, atomic_write, 
                             flatten_config, make_config, project_dir, save_config)
 from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
-from .data import VideoRecord, build_dataset, carve_validation, load_records
+from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, load_records
 from . import tracking
 
 # %% auto #0
 __all__ = ['EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all',
            'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
-           'classification_metrics', 'predict_loader', 'evaluate', 'run_records', 'prefetch_batches', 'make_loader',
-           'TrainingDiverged', 'Training', 'run_inputs', 'setup_process', 'setup_run', 'train_one_epoch', 'validate',
+           'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
+           'selection_of', 'run_records', 'prefetch_batches', 'make_loader', 'TrainingDiverged', 'Training',
+           'run_inputs', 'setup_process', 'accum_steps', 'setup_run', 'train_one_epoch', 'validate', 'monitor_test',
            'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state',
            'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset',
            'eval_checkpoint', 'predict_videos', 'run_splits']
@@ -57,12 +58,18 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    "The autocast dtype for `train.amp` on `device` (None: full precision)."
+    """The autocast dtype for `train.amp` on `device` (None: full precision). The rule off CUDA: `auto` and `fp16`
+    run in fp32 (CPU fp16 autocast is slow and loss scaling is a CUDA tool; `fp16` says so once, so a release preset
+    still runs on a laptop); only an explicit `bf16` autocasts on CPU."""
+    if amp not in ('auto', 'bf16', 'fp16', 'off'): raise ConfigError(f'train.amp={amp!r}: use auto | bf16 | fp16 | off')
     if amp == 'off': return None
     if amp == 'bf16': return torch.bfloat16
+    if device.type != 'cuda':
+        if amp == 'fp16':     # a UserWarning: shown once per process
+            warnings.warn(f'train.amp=fp16 on {device.type}: training in fp32 (fp16 autocast is for CUDA; use bf16 to '
+                          f'autocast on a CPU)', stacklevel=2)
+        return None
     if amp == 'fp16': return torch.float16
-    if amp != 'auto': raise ConfigError(f'train.amp={amp!r}: use auto | bf16 | fp16 | off')
-    if device.type != 'cuda': return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 # %% ../nbs/05_train.ipynb #5b4517f3
@@ -119,15 +126,25 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
 
 # %% ../nbs/05_train.ipynb #a44a0673
 _DECAY_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TOWER_EMBEDDINGS = ('class_embedding', 'positional_embedding')   # the free parameters open_clip's tower holds itself
 
-def param_groups(model: nn.Module, weight_decay: float) -> list:
-    "AdamW parameter groups over the tunable parameters: decay on Linear/Conv weights, none elsewhere."
+def _decays(mod: nn.Module, name: str, rule: str) -> bool:
+    "Does parameter `name` held directly by `mod` get weight decay under `rule` (train.decay_rule)?"
+    if rule == 'weights': return isinstance(mod, _DECAY_TYPES) and name == 'weight'
+    if rule == 'release':   # the release's paramwise_cfg: no decay for ln_1/ln_2/ln_pre/ln_post and the tower's embeddings
+        from open_clip.transformer import VisionTransformer
+        return not (isinstance(mod, nn.LayerNorm) or (isinstance(mod, VisionTransformer) and name in _TOWER_EMBEDDINGS))
+    raise ConfigError(f'train.decay_rule={rule!r}: use weights | release')
+
+def param_groups(model: nn.Module, weight_decay: float, rule: str = 'weights') -> list:
+    """AdamW parameter groups over the tunable parameters, chosen by module type (`rule`): `weights` decays Linear/Conv
+    weights only; `release` decays everything but LayerNorms and the tower's class/positional embeddings."""
     decay, no_decay, seen = [], [], set()
     for mod in model.modules():
         for name, p in mod.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen: continue
             seen.add(id(p))
-            (decay if isinstance(mod, _DECAY_TYPES) and name == 'weight' else no_decay).append(p)
+            (decay if _decays(mod, name, rule) else no_decay).append(p)
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
     return [g for g in groups if g['params']]
 
@@ -139,26 +156,32 @@ def lr_at(step: int, steps_per_epoch: int, epochs: int, lr: float, warmup_epochs
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * prog))
 
 # %% ../nbs/05_train.ipynb #0703a5f6
+def ranked_classes(probs, k: int) -> torch.Tensor:
+    "The `k` most probable classes per row, ties broken deterministically by the lower class index (a stable sort)."
+    return torch.sort(torch.as_tensor(probs), dim=1, descending=True, stable=True).indices[:, :k]
+
 def classification_metrics(probs, labels, num_classes: Optional[int] = None) -> dict:
-    "`probs` (N, K) and integer `labels` (N,) -> top1, top5, mean_class_acc, macro_f1, confusion (K x K list)."
+    """`probs` (N, K) and integer `labels` (N,) -> top1, top5, mean_class_acc, macro_f1, confusion (K x K list, rows:
+    true class). `mean_class_acc` is MMAction2's `mean_class_accuracy`: the mean recall over the classes that occur in
+    the labels or the predictions (a predicted class absent from the labels counts 0). `macro_f1` is scikit-learn's
+    `f1_score(average='macro', labels=range(K), zero_division=0)`: the mean over all K classes, 0 where undefined."""
     probs = torch.as_tensor(probs, dtype=torch.float32); labels = torch.as_tensor(labels, dtype=torch.long)
     k = num_classes or probs.shape[1]; n = len(labels)
-    pred = probs.argmax(1)
+    pred = ranked_classes(probs, 1)[:, 0] if n else labels
     cm = torch.zeros(k, k, dtype=torch.long)
     if n: cm.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     tp = cm.diag().double(); sup = cm.sum(1).double(); npred = cm.sum(0).double()
     rec = torch.where(sup > 0, tp / sup.clamp(min=1), torch.zeros_like(tp))
-    prec = torch.where(npred > 0, tp / npred.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec).clamp(min=1e-12), torch.zeros_like(tp))
-    present = sup > 0
+    denom = 2 * tp + (npred - tp) + (sup - tp)
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+    seen = (sup > 0) | (npred > 0)
     out = {'top1': float((pred == labels).double().mean()) if n else 0.0,
            'top5': None,
-           'mean_class_acc': float(rec[present].mean()) if present.any() else 0.0,
-           'macro_f1': float(f1[present].mean()) if present.any() else 0.0,
+           'mean_class_acc': float(rec[seen].mean()) if seen.any() else 0.0,
+           'macro_f1': float(f1.mean()) if n else 0.0,
            'confusion': cm.tolist(), 'n': n}
     if k > 5 and n:
-        top5 = probs.topk(5, dim=1).indices
-        out['top5'] = float((top5 == labels[:, None]).any(1).double().mean())
+        out['top5'] = float((ranked_classes(probs, 5) == labels[:, None]).any(1).double().mean())
     return out
 
 # %% ../nbs/05_train.ipynb #b9c78970
@@ -213,26 +236,40 @@ def evaluate(model, loader, device=None, dtype=None, num_classes: Optional[int] 
     return m
 
 # %% ../nbs/05_train.ipynb #3a95e301
-def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, test_records=None, class_names=None):
-    "`(train, val, test, class_names)` for a run, following the rules above."
+def validation_records(cfg: ExperimentConfig, train_records, from_dataset: bool = True) -> tuple:
+    """`(train, val, source)`, never from the test split: the dataset's own val split (`from_dataset`: the train records
+    came from the dataset too), else a stratified `data.val_fraction` carve-out of train, else none.
+    `source`: `{'val_source': 'split' | 'carve' | 'none', 'val_param': what exactly}`."""
+    if from_dataset:
+        try: val, _ = load_records(cfg.data, 'val')
+        except NoSplitError: val = []
+        if val: return train_records, val, {'val_source': 'split', 'val_param': f'{cfg.data.format} val of {cfg.data.root}'}
+    if cfg.data.val_fraction > 0:
+        train_records, val = carve_validation(train_records, cfg.data.val_fraction, cfg.train.seed)
+        return train_records, val, {'val_source': 'carve', 'val_param': f'val_fraction={cfg.data.val_fraction} seed={cfg.train.seed}'}
+    return train_records, [], {'val_source': 'none', 'val_param': ''}
+
+def selection_of(cfg: ExperimentConfig, val_records, source: dict) -> dict:
+    "How the run picks its checkpoint: `selection` = val (best val top-1) when it has validation records and `train.selection=auto`, else last."
+    sel = 'val' if val_records and cfg.train.selection == 'auto' else 'last'
+    return {'selection': sel, **source}
+
+def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, test_records=None, class_names=None,
+                with_selection: bool = False):
+    "`(train, val, test, class_names)` for a run, following the rules above (`with_selection`: and `selection_of`'s dict)."
+    from_dataset = train_records is None
     if train_records is None: train_records, class_names = load_records(cfg.data, 'train')
     if test_records is None:
         try: test_records, cn = load_records(cfg.data, 'test'); class_names = class_names or cn
         except FileNotFoundError: test_records = []
-    if val_records is None:
-        if cfg.data.val_fraction > 0:
-            train_records, val_records = carve_validation(train_records, cfg.data.val_fraction, cfg.train.seed)
-        else:
-            val_records = None
-            if cfg.data.format == 'synthetic':
-                try: val_records, _ = load_records(cfg.data, 'val')
-                except Exception: val_records = None
-            if not val_records: val_records = test_records
+    if val_records is None: train_records, val_records, source = validation_records(cfg, train_records, from_dataset)
+    else: source = {'val_source': 'given' if val_records else 'none', 'val_param': f'{len(val_records)} records' if val_records else ''}
     if class_names is None:
         k = cfg.data.num_classes or (1 + max(r.label for r in train_records))
         names = {r.label: r.class_name for r in train_records}
         class_names = [names.get(i, str(i)) for i in range(k)]
-    return list(train_records), list(val_records or []), list(test_records or []), list(class_names)
+    out = list(train_records), list(val_records or []), list(test_records or []), list(class_names)
+    return out + (selection_of(cfg, out[1], source),) if with_selection else out
 
 def prefetch_batches(batch_size: int) -> int:
     """Batches each loader worker keeps ready: 2 (PyTorch's default) for batches of 8+ clips, more for small batches so
@@ -291,6 +328,9 @@ class Training:
     sums: dict = field(default_factory=_fresh_sums)  # the current epoch's loss / clip / time sums
     stopped: bool = False             # True once `on_epoch_end` raised: the caller stopped the run
     bar: Any = None                   # tqdm progress bar over optimiser steps
+    selection: dict = field(default_factory=dict)  # `selection_of`: selection (val | last), val_source, val_param
+    accum: int = 1                    # micro-batches per optimiser step (`accum_steps`)
+    monitor_ds: Any = None            # the test set read like validation, with train.monitor_test only
     loader: Any = None                # the training DataLoader, made at the first epoch; its workers persist
     batches: Any = None               # its `EpochBatches` (set to each epoch's batches)
 
@@ -345,11 +385,24 @@ def _wrapped(model: nn.Module, device, world: int, compile: bool) -> nn.Module:
     if world > 1: net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
     return torch.compile(net) if compile else net
 
+def accum_steps(tc, world: int) -> int:
+    "Micro-batches per optimiser step: `train.global_batch / (batch_size x processes)` when it is set, else `train.grad_accum`."
+    if tc.global_batch is None: return tc.grad_accum
+    if tc.global_batch % (tc.batch_size * world):
+        raise ConfigError(f'train.global_batch={tc.global_batch} is not a multiple of train.batch_size x processes '
+                          f'({tc.batch_size} x {world}); set train.batch_size or train.global_batch so that it is')
+    return tc.global_batch // (tc.batch_size * world)
+
+def _selection_state(sel: dict, state) -> dict:
+    "The selection of a resumed run is the one it started with (its records come back as given ones)."
+    return json.loads(state['selection']) if state is not None and 'selection' in state else sel
+
 def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tuple, run_dir=None, state=None,
               tags: Optional[dict] = None, t_start: Optional[float] = None) -> Training:
     "A `Training`: records, model, run folder, datasets, optimiser; a resumed run's state restored, a new run's start logged."
     device, dtype, rank, world = proc; tc = cfg.train
-    train_r, val_r, test_r, class_names = run_records(cfg, *records)
+    train_r, val_r, test_r, class_names, sel = run_records(cfg, *records, with_selection=True)
+    sel = _selection_state(sel, state)
     if not train_r: raise ConfigError(f'no training videos found for data.root={cfg.data.root}')
     if cfg.data.num_classes is None: cfg.data.num_classes = len(class_names)
     model = _seeded_model(cfg, device)
@@ -357,17 +410,20 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
     norm = dict(mean=model.meta['mean'], std=model.meta['std'])    # the one source of the input normalisation
     train_ds = SeededItems(build_dataset(cfg, 'train', records=train_r, train=True, **norm), tc.seed)
     val_ds = build_dataset(cfg, 'val', records=val_r, train=False, **norm) if val_r else None
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
-    n_micro = len(epoch_batches(len(train_ds), tc.batch_size, 0, tc.seed, rank, world))
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.decay_rule), lr=tc.lr, betas=tuple(tc.betas))
+    n_micro, accum = len(epoch_batches(len(train_ds), tc.batch_size, 0, tc.seed, rank, world)), accum_steps(tc, world)
     meta = checkpoint_meta(cfg, model, class_names, **tracking.run_identity(train_r + val_r + test_r))
+    meta['selection'] = sel
     tr = Training(cfg, device, dtype, rank, world, run, run_dir, dict(train=train_r, val=val_r, test=test_r), class_names,
                   model, _wrapped(model, device, world, tc.compile), optimizer,
                   torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16)), train_ds, val_ds, meta,
-                  max(1, math.ceil(n_micro / tc.grad_accum)), t_start or time.time())
+                  max(1, math.ceil(n_micro / accum)), t_start or time.time(), selection=sel, accum=accum)
+    if tc.monitor_test and test_r: tr.monitor_ds = build_dataset(cfg, 'val', records=test_r, train=False, **norm)
     if state is not None: restore_training_state(tr, state)
     elif tr.is_main:
         save_config(cfg, run_dir / 'config.yaml')
-        tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), **(tags or {})})
+        tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), 'accum_steps': accum,
+                                                         **{k: v for k, v in sel.items()}, **(tags or {})})
     meta['run_id'] = run.run_id
     return tr
 
@@ -388,9 +444,9 @@ def _micro_step(tr: Training, batch: dict, epoch: int, micro: int, n: int) -> tu
     tc = tr.cfg.train
     seed_all(derive_seed(tc.seed, 'step', epoch, micro))     # dropout / drop path of this step
     x = batch['video'].to(tr.device, non_blocking=True); y = torch.as_tensor(batch['label']).to(tr.device, non_blocking=True)
-    last = micro + 1 == n
-    boundary = (micro + 1) % tc.grad_accum == 0 or last
-    n_acc = tc.grad_accum if not (last and n % tc.grad_accum) else n % tc.grad_accum
+    k = tr.accum; full = n - n % k          # micro-batches in whole groups of k; the rest form one last, smaller group
+    boundary = (micro + 1) % k == 0 or micro + 1 == n
+    n_acc = k if micro < full else n - full  # every group is the mean of its own micro-batches
     with tr.net.no_sync() if (tr.distributed and not boundary) else contextlib.nullcontext():
         with torch.autocast(tr.device.type, dtype=tr.dtype, enabled=tr.dtype is not None):
             logits = tr.net(x)
@@ -453,27 +509,36 @@ def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict
 # %% ../nbs/05_train.ipynb #e69a0cfd
 EVAL_KEYS = ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss')   # the metrics a run reports per split
 
+def _eval_epoch(tc, epoch: int) -> bool: return (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs
+
 def validate(tr: Training, epoch: int, progress: bool = False) -> dict:
     "`val/...` metrics after `epoch`, or `{}` when there is no validation set or this is not a validation epoch."
-    tc = tr.cfg.train
-    if tr.val_ds is None or not ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs): return {}
+    if tr.val_ds is None or not _eval_epoch(tr.cfg.train, epoch): return {}
     m = evaluate(tr.net, _eval_loader(tr.cfg, tr.val_ds, tr.device, tr.rank, tr.world), tr.device, tr.dtype,
                  tr.cfg.data.num_classes, desc='val', progress=progress and tr.is_main)
     return {f'val/{k}': m[k] for k in EVAL_KEYS}
+
+def monitor_test(tr: Training, epoch: int, progress: bool = False) -> dict:
+    "`monitor/test_...` at a validation epoch, only with `train.monitor_test=true`: a curve to watch, never used to select."
+    if tr.monitor_ds is None or not _eval_epoch(tr.cfg.train, epoch): return {}
+    m = evaluate(tr.net, _eval_loader(tr.cfg, tr.monitor_ds, tr.device, tr.rank, tr.world), tr.device, tr.dtype,
+                 tr.cfg.data.num_classes, desc='monitor', progress=progress and tr.is_main)
+    return {f'monitor/test_{k}': m[k] for k in EVAL_KEYS}
 
 def _save_epoch(tr: Training, epoch: int, ep: dict, improved: bool):
     "`last` (and `best` when it improved, or without validation) checkpoints, then the resume state."
     meta = dict(tr.meta, epoch=epoch + 1, global_step=tr.global_step, metrics=ep)
     save_checkpoint(tr.run_dir / 'last', tr.model, meta)
-    if improved or tr.val_ds is None: save_checkpoint(tr.run_dir / 'best', tr.model, meta)
+    if improved or tr.selection.get('selection') == 'last': save_checkpoint(tr.run_dir / 'best', tr.model, meta)
     save_resume_state(tr.run_dir / 'resume.pt', resume_payload(tr, epoch + 1, 0))
 
 def end_epoch(tr: Training, epoch: int, ep: dict, on_epoch_end: Optional[Callable] = None, progress: bool = False) -> dict:
     "Validate, keep the best epoch, log, checkpoint, then `on_epoch_end(epoch, metrics)`; returns the epoch's metrics."
-    ep.update(validate(tr, epoch, progress))
+    ep.update(validate(tr, epoch, progress)); ep.update(monitor_test(tr, epoch, progress))
     tr.history.append(ep)
-    improved = 'val/top1' in ep and ep['val/top1'] > tr.best
+    improved = tr.selection.get('selection') == 'val' and 'val/top1' in ep and ep['val/top1'] > tr.best
     if improved: tr.best, tr.best_epoch = ep['val/top1'], epoch + 1
+    elif tr.selection.get('selection') == 'last': tr.best_epoch = epoch + 1
     if tr.is_main:
         tracking.log_epoch(tr.run, ep)
         _save_epoch(tr, epoch, ep, improved)
@@ -505,7 +570,7 @@ def resume_payload(tr: Training, epoch: int, pos: int) -> dict:
             'optimizer': tr.optimizer.state_dict(), 'scaler': tr.scaler.state_dict() if tr.scaler.is_enabled() else {},
             'epoch': epoch, 'pos': pos, 'global_step': tr.global_step, 'history': json.dumps(tr.history), 'best': tr.best,
             'best_epoch': tr.best_epoch, 'sums': json.dumps(tr.sums), 'rng': _rng_state(), 'run_id': tr.run.run_id,
-            'backbone_state_sha256': tr.meta['backbone']['state_sha256'],
+            'backbone_state_sha256': tr.meta['backbone']['state_sha256'], 'selection': json.dumps(tr.selection),
             'records': json.dumps({**recs, 'class_names': tr.class_names})}
 
 def restore_training_state(tr: Training, state: dict):
@@ -529,7 +594,10 @@ def load_resume_state(path) -> dict:
     "Load `resume.pt` with `weights_only=True` (plain tensors and containers only)."
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise CheckpointError(f'{path}: cannot read resume state ({type(e).__name__}: {e}); '
+        g = re.findall(r'GLOBAL ([\w.]+)', str(e))[:1]         # a pickle that would call code: name it, in one line
+        why = f'loading it would call {g[0]}, which steanet never does' if g else \
+            f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'
+        raise CheckpointError(f'{path}: cannot read resume state ({why}); '
                               f'the run folder needs an intact resume.pt from `steanet train`') from None
 
 def find_run_dir(resume: str, cfg: Optional[ExperimentConfig] = None) -> Path:
@@ -583,7 +651,7 @@ def final_test(tr: Training, test: bool = True, progress: bool = False) -> dict:
     if tr.distributed: dist.barrier()
     best = load_file(str(tr.run_dir / 'best.safetensors'))
     load_tunable_state_dict(tr.model, {k: v.to(tr.device) for k, v in best.items()})
-    final = {'best_epoch': tr.best_epoch, 'best_val_top1': tr.best if tr.best >= 0 else None}
+    final = {'best_epoch': tr.best_epoch, 'best_val_top1': tr.best if tr.best >= 0 else None, **tr.selection}
     if tr.history: final.update({k: v for k, v in tr.history[-1].items() if k.startswith(('val/', 'train/'))})
     if test and tr.records['test']: final.update(_test(tr, progress))
     if tr.is_main:
@@ -707,7 +775,7 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
             c.tracking.run_name = f'{cfg.tracking.run_name or cfg.adapters.variant}-split{s:02d}'
             r = fit(c, parent_run_id=parent.run_id, progress=progress, tags={'split': s})
             per[s] = {k: v for k, v in r['metrics'].items() if k.startswith('test/') and isinstance(v, (int, float))}
-            per[s]['run_id'] = r['run_id']
+            per[s].update(run_id=r['run_id'], selection=r['metrics'].get('selection'), best_epoch=r['metrics'].get('best_epoch'))
         summary = _mean_std(per)
         parent.log_metrics({f'{k}_mean': v['mean'] for k, v in summary.items()}, flush=True)
         parent.log_metrics({f'{k}_std': v['std'] for k, v in summary.items()}, flush=True)

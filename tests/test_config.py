@@ -58,11 +58,77 @@ def test_release_presets_match_the_release_field_by_field(name, classes, dataset
     assert (flat['data.num_classes'], flat['data.dataset']) == (classes, dataset)
 
 
+# the stand-in: a tiny backbone that `official` accepts (56 px / patch 4 = 197 tokens), the same short-side ratio, one epoch
+STANDIN = {'backbone.name': 'steanet-tiny', 'backbone.pretrained': None, 'backbone.allow_random_backbone': True,
+           'backbone.image_size': 56, 'data.input_size': 56, 'data.short_side': 64, 'data.test_short_side': 56,
+           'train.epochs': 1, 'train.device': 'cpu', 'data.num_workers': 0, 'data.decoder': 'pyav', 'tracking.enabled': False}
+
+
+def split_file_dataset(tmp_path) -> tuple:
+    "A VE-8-shaped split-file dataset (classInd.txt, trainlist01.txt, testlist01.txt) of 4 + 2 synthetic videos, 8 classes."
+    from steanet.synthetic import make_synthetic_dataset
+    from steanet.data import load_records
+    syn = make_synthetic_dataset(tmp_path / 'syn', n_per_class=1, val_per_class=1, test_per_class=1, frames=8, seed=7)
+    dc = make_config('demo', [f'data.root={syn}']).data
+    ann = tmp_path / 'splits'; ann.mkdir()
+    (tr, classes), (te, _) = load_records(dc, 'train'), load_records(dc, 'test')
+    tr, te = tr[:4], te[:2]
+    (ann / 'classInd.txt').write_text(''.join(f'{i + 1} {c}\n' for i, c in enumerate(classes)))
+    name = lambda r: f'{r.class_name}/{Path(r.path).stem}'
+    (ann / 'trainlist01.txt').write_text(''.join(f'{name(r)} {r.label + 1}\n' for r in tr))
+    (ann / 'testlist01.txt').write_text(''.join(f'{name(r)}\n' for r in te))
+    return syn / 'videos', ann
+
+
+def test_train_ve8_release_runs_the_release_protocol(tmp_path):
+    "`steanet train --config ve8-release --set data.root=... data.annotations=...` on a tiny stand-in."
+    import subprocess, sys
+    from steanet.data import build_dataset
+    root, ann = split_file_dataset(tmp_path)
+    text = lambda v: 'none' if v is None else str(v).lower() if isinstance(v, bool) else v
+    sets = [f'data.root={root}', f'data.annotations={ann}', *(f'{k}={text(v)}' for k, v in STANDIN.items())]
+    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+    r = subprocess.run([sys.executable, '-c', code, 'train', '--config', 've8-release', '--set', *sets, '--run-dir',
+                        str(tmp_path / 'run'), '--json'], capture_output=True, text=True, timeout=600,
+                       env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    # the run's resolved config is the release's, field by field (but for the stand-in's own keys)
+    cfg = load_config(tmp_path / 'run' / 'config.yaml'); flat = flatten_config(cfg)
+    for k, v in RELEASE.items():
+        assert flat[k] == (STANDIN[k] if k in STANDIN else v), (k, flat[k], v)
+    # and it ran that protocol: the last epoch kept (no validation split), 32 clips per step from 4 x 8 micro-batches,
+    # fp16 in fp32 on a CPU, 1 validation view at short side 64, 10 test views at 56
+    assert res['selection'] == {'selection': 'last', 'val_source': 'none', 'val_param': ''}
+    assert res['metrics']['best_epoch'] == 1 and 0 <= res['metrics']['test/top1'] <= 1
+    assert 'train.amp=fp16 on cpu: training in fp32' in r.stderr
+    from steanet.train import accum_steps
+    assert accum_steps(cfg.train, 1) == 8
+    norm = dict(mean=(0.5,) * 3, std=(0.25,) * 3)
+    te = build_dataset(cfg, 'test', train=False, **norm)
+    va = build_dataset(cfg, 'val', records=te.records, train=False, **norm)
+    assert (te.num_views, te.short_side, va.num_views, va.short_side) == (10, 56, 1, 64)
+    assert te[0]['video'].shape == (10, 3, 16, 56, 56)
+    meta = json.loads((tmp_path / 'run' / 'best.json').read_text())
+    assert meta['selection']['selection'] == 'last' and meta['variant'] == 'official'
+
+
 def test_every_difference_from_the_release_is_explained():
     rows = compare_to_release('ve8', 've8-release')
     assert rows and all(r['why'] for r in rows)
     assert [r['setting'] for r in rows] == [r['setting'] for r in compare_to_release('ek6', 'ek6-release')]
     assert diff_configs('ve8', 've8') == []
+
+
+def test_readme_table_is_the_generated_one():
+    "README's ve8 vs ve8-release table is `markdown_table(compare_to_release())`, so it cannot drift from the presets."
+    from steanet.config import markdown_table
+    root = Path(__file__).resolve().parents[1]
+    table = markdown_table(compare_to_release())
+    nb = json.loads((root / 'nbs' / 'index.ipynb').read_text())
+    assert any(table in ''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown'), \
+        'nbs/index.ipynb: paste markdown_table(compare_to_release()) into "Our recipe and the release\'s", then make readme'
+    assert table in (root / 'README.md').read_text()
 
 
 def test_canonical_choices_match_the_modules():

@@ -431,6 +431,10 @@ def test_official_fixture_as_mmcv_saves_it(fixtures_dir, tmp_path):
     assert md['source_sha256'] == file_sha256(files[0])
     with pytest.raises(BackboneError, match='exists'):
         convert_checkpoint(files[0], out)                                           # never overwrites
+    from steanet.cli import main                                                    # the command does the same
+    assert main(['convert-checkpoint', str(legacy), str(tmp_path / 'cli.safetensors'), '--json']) == 0
+    _check_fixture(load_official_checkpoint(tmp_path / 'cli.safetensors', heads=2), ref)
+    assert main(['convert-checkpoint', str(legacy), str(tmp_path / 'cli.safetensors'), '--json']) == 1   # kept
 
 
 def _evil(marker):
@@ -511,3 +515,46 @@ def test_model_errors_are_steanet_errors():
     assert issubclass(BackboneError, SteanetError) and issubclass(BackboneError, ValueError)
     assert issubclass(RandomBackboneError, SteanetError) and issubclass(RandomBackboneError, RuntimeError)
     assert issubclass(WeightsFileError, BackboneError)
+
+
+def test_a_pickle_that_runs_a_command_never_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """Every path the CLI accepts: backbone.pretrained (train), --checkpoint and --backbone-weights of eval / predict /
+    explain, a checkpoint whose backbone reference is the file, --resume's resume.pt, convert-checkpoint. Exit 1, one
+    line, and the marker file never appears."""
+    import pickle
+    from steanet.checkpoint import checkpoint_meta, save_checkpoint
+    from steanet.cli import main
+    marker = tmp_path / 'marker'
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    clip = open_clip.create_model('steanet-tiny').state_dict()
+    evil = tmp_path / 'evil.pth'; torch.save({'state_dict': clip, 'meta': {'x': _evil(marker)}}, evil)
+    plain = tmp_path / 'evil.pt'; plain.write_bytes(pickle.dumps({'x': _evil(marker)}))
+    # a real checkpoint of the tiny demo model, and a copy whose backbone reference is the evil file
+    cfg = make_config('demo', ['backbone.allow_random_backbone=true', 'data.num_frames=4'])
+    torch.manual_seed(cfg.train.seed); m = build_model(cfg, num_classes=8)
+    good = tmp_path / 'good'; good.mkdir(); save_checkpoint(good / 'best', m, checkpoint_meta(cfg, m, [str(i) for i in range(8)]))
+    bad = tmp_path / 'bad'; bad.mkdir()
+    meta = json.loads((good / 'best.json').read_text()); meta['config']['backbone']['pretrained'] = str(evil)
+    (bad / 'best.safetensors').write_bytes((good / 'best.safetensors').read_bytes())
+    (bad / 'best.json').write_text(json.dumps(meta))
+    run = tmp_path / 'run'; run.mkdir(); (run / 'resume.pt').write_bytes(evil.read_bytes())
+    vid = tmp_path / 'v.mp4'; vid.write_bytes(b'')
+    for sc in ('train/A', 'train/B', 'test/A', 'test/B'):
+        (tmp_path / 'videos' / sc).mkdir(parents=True); (tmp_path / 'videos' / sc / 'x.mp4').touch()
+    calls = [['train', '--config', 'folder', '--set', f'data.root={tmp_path / "videos"}', 'backbone.name=steanet-tiny',
+              f'backbone.pretrained={evil}', 'tracking.enabled=false', f'train.out_dir={tmp_path / "runs"}'],
+             ['train', '--resume', str(run)],
+             ['convert-checkpoint', str(evil), str(tmp_path / 'out.safetensors')],
+             ['convert-checkpoint', str(plain), str(tmp_path / 'out.safetensors')]]
+    for cmd, extra in (('eval', []), ('predict', [str(vid)]), ('explain', [str(vid), '--out', str(tmp_path / 'ex')])):
+        calls += [[cmd, '--checkpoint', str(p), *extra] for p in (evil, plain, bad)]
+        calls.append([cmd, '--checkpoint', str(good), '--backbone-weights', str(evil), '--allow-backbone-mismatch', *extra])
+    for argv in calls:
+        code = main([*argv, '--json'])
+        out = capsys.readouterr()
+        assert code == 1, (argv, out.out[-2000:], out.err[-2000:])
+        err = json.loads(out.out.strip().splitlines()[-1])['error']
+        assert '\n' not in err, (argv, err)
+        assert not marker.exists(), argv
+        assert 'posix.system' in err or ('not a steanet checkpoint' in err and 'safetensors' in err), (argv, err)
+    assert not (tmp_path / 'out.safetensors').exists()

@@ -105,6 +105,8 @@ def test_study_never_reads_test_split(videos, tmp_path, monkeypatch):
     run = cl.get_run(out['run_id'])
     assert run.data.tags['steanet.kind'] == 'retrain_best' and run.data.tags['mlflow.parentRunId'] == s['parent_run_id']
     assert run.info.status == 'FINISHED' and not any(k.startswith('val/') for k in run.data.metrics)
+    assert (run.data.tags['selection'], run.data.tags['val_source']) == ('last', 'none')      # the last epoch, tested once
+    assert len(cl.get_metric_history(out['run_id'], 'test/top1')) == 1
 
 
 def test_sigkill_mid_trial_then_rerun(videos, tmp_path):

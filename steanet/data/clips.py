@@ -15,7 +15,8 @@ from ..config import DataConfig
 from .records import DataError
 
 # %% auto #0
-__all__ = ['segment_indices', 'dense_indices', 'sample_indices', 'normalize_video', 'ClipTransform']
+__all__ = ['ROLES', 'segment_indices', 'dense_indices', 'role_short_side', 'role_num_clips', 'sample_indices', 'normalize_video',
+           'ClipTransform']
 
 # %% ../../nbs/03c_clips.ipynb #6123f856
 def _short(idx: np.ndarray, n: int, policy: str) -> np.ndarray:
@@ -46,6 +47,19 @@ def dense_indices(n: int, num_frames: int, interval: int, train: bool, rng=None,
     if train: return [base + int(rng.integers(n - span + 1))]
     free = n - span
     return [base + int(round(free * (c + 0.5) / num_clips)) for c in range(num_clips)]
+
+ROLES = ('train', 'val', 'test')   # what a dataset is read for: its sampling, views and scale follow
+
+def role_short_side(dc: DataConfig, role: str) -> int:
+    "The short side clips of `role` are resized to: `test_short_side` at test time (None: `short_side`), else `short_side`."
+    if role not in ROLES: raise DataError(f'unknown role {role!r}; use one of {ROLES}')
+    return dc.test_short_side if role == 'test' and dc.test_short_side is not None else dc.short_side
+
+def role_num_clips(dc: DataConfig, role: str) -> int:
+    "Temporal views per video for `role`: 1 in training, `val_num_clips` (None: `num_clips`) in validation, `num_clips` at test."
+    if role not in ROLES: raise DataError(f'unknown role {role!r}; use one of {ROLES}')
+    if role == 'train': return 1
+    return dc.val_num_clips if role == 'val' and dc.val_num_clips is not None else dc.num_clips
 
 def sample_indices(n: int, data_cfg: DataConfig, train: bool, rng=None, num_clips: Optional[int] = None):
     "The configured sampler (`data.sampling`) for a video of `n` frames; a list of index arrays, one per view."
@@ -81,12 +95,15 @@ def _rrc_params(h, w, scale, ratio, rng):
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 class ClipTransform:
-    "uint8 (T, H, W, C) clip -> list of (C, T, H, W) views: float normalised with `mean`/`std`, or uint8 (`normalize=False`)."
-    def __init__(self, data_cfg: DataConfig, train: bool, *, mean=None, std=None, normalize: bool = True):
+    """uint8 (T, H, W, C) clip -> list of (C, T, H, W) views: float normalised with `mean`/`std`, or uint8 (`normalize=False`).
+    `short_side`: the resize before cropping (default: the role's, `test_short_side` for `train=False`)."""
+    def __init__(self, data_cfg: DataConfig, train: bool, *, mean=None, std=None, normalize: bool = True,
+                 short_side: Optional[int] = None):
         if normalize and (mean is None or std is None):
             raise DataError("normalising clips needs the backbone's mean= and std= (model.meta['mean'], model.meta['std']);"
                             " normalize=False gives uint8 crops without them")
         self.dc, self.train, self.normalize = data_cfg, train, normalize
+        self.short_side = role_short_side(data_cfg, 'train' if train else 'test') if short_side is None else short_side
         self.mean, self.std = (tuple(mean), tuple(std)) if normalize else (None, None)
 
     def crops(self, x: torch.Tensor, rng) -> list:
@@ -95,10 +112,10 @@ class ClipTransform:
         from torchvision.transforms import InterpolationMode
         dc, S = self.dc, self.dc.input_size
         h, w = x.shape[-2:]
-        if dc.short_side and min(h, w) != dc.short_side:
-            x = TF.resize(x, [dc.short_side], interpolation=InterpolationMode.BILINEAR, antialias=True); h, w = x.shape[-2:]
+        if self.short_side and min(h, w) != self.short_side:
+            x = TF.resize(x, [self.short_side], interpolation=InterpolationMode.BILINEAR, antialias=True); h, w = x.shape[-2:]
         if self.train:
-            t, l, ch, cw = _rrc_params(h, w, tuple(dc.scale_range), (3 / 4, 4 / 3), rng)
+            t, l, ch, cw = _rrc_params(h, w, tuple(dc.scale_range), tuple(dc.aspect_range), rng)
             x = TF.resized_crop(x, t, l, ch, cw, [S, S], interpolation=InterpolationMode.BILINEAR, antialias=True)
             if dc.hflip and rng.random() < 0.5: x = TF.horizontal_flip(x)
             return [x]

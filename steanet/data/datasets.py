@@ -5,7 +5,7 @@
 # %% ../../nbs/03d_datasets.ipynb #8b75d3e8
 from __future__ import annotations
 import logging
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 # torch is imported inside the functions that use it (this package stays light to import)
@@ -14,7 +14,7 @@ from ..config import DataConfig, ExperimentConfig
 from .records import DataError, _subset_key, load_records
 from .video import DecodeError, open_video
 from .store import open_store
-from .clips import ClipTransform, sample_indices
+from .clips import ClipTransform, role_num_clips, role_short_side, sample_indices
 
 log = logging.getLogger('steanet.data')
 
@@ -23,11 +23,15 @@ __all__ = ['log', 'VideoDataset', 'build_dataset', 'build_dataloader']
 
 # %% ../../nbs/03d_datasets.ipynb #eb5a462b
 class VideoDataset:
-    "Records -> clips. Items: dict(video, label, index, n_bad). A map-style dataset for `torch.utils.data.DataLoader`."
-    def __init__(self, records, class_names, data_cfg: DataConfig, train: bool, *, mean, std, max_substitutions: int = 10):
+    """Records -> clips. Items: dict(video, label, index, n_bad). A map-style dataset for `torch.utils.data.DataLoader`.
+    `role` (train | val | test; default: train or test as `train` says) sets the views and the short side."""
+    def __init__(self, records, class_names, data_cfg: DataConfig, train: bool, *, mean, std, max_substitutions: int = 10,
+                 role: Optional[str] = None):
         if not records: raise DataError('no records: the annotation list is empty')
         self.records, self.class_names, self.dc, self.train = list(records), list(class_names), data_cfg, train
-        self.transform = ClipTransform(data_cfg, train, mean=mean, std=std)
+        self.role = role or ('train' if train else 'test')
+        self.short_side, self.num_clips = role_short_side(data_cfg, self.role), role_num_clips(data_cfg, self.role)
+        self.transform = ClipTransform(data_cfg, train, mean=mean, std=std, short_side=self.short_side)
         self.mean, self.std, self.max_subs = self.transform.mean, self.transform.std, max_substitutions
         self.bad = {}                                   # path -> reason (this process)
         if data_cfg.store: open_store(data_cfg.store).check_size(max(data_cfg.short_side, data_cfg.test_short_side or 0))
@@ -35,7 +39,7 @@ class VideoDataset:
     def __len__(self): return len(self.records)
 
     @property
-    def num_views(self) -> int: return 1 if self.train else self.dc.num_clips * self.dc.test_crops
+    def num_views(self) -> int: return 1 if self.train else self.num_clips * self.dc.test_crops
 
     def _rng(self, index):
         import torch
@@ -46,7 +50,7 @@ class VideoDataset:
         "The frames of `path`: from the prepared store when `data.store` is set (the source is not opened), else decoded."
         dc = self.dc
         if dc.store: return open_store(dc.store).reader(path)
-        return open_video(path, dc.decoder, dc.decode_threads, dc.short_side or None)
+        return open_video(path, dc.decoder, dc.decode_threads, self.short_side or None)
 
     def load(self, index: int, rng=None):
         "(video tensor, frame-index arrays) of item `index`; raises DecodeError."
@@ -55,7 +59,7 @@ class VideoDataset:
         if r.path in self.bad: raise DecodeError(r.path, self.bad[r.path])
         with self.reader(r.path) as reader:
             if reader.num_frames <= 0: raise DecodeError(r.path, 'zero frames')
-            views = sample_indices(reader.num_frames, dc, self.train, rng)
+            views = sample_indices(reader.num_frames, dc, self.train, rng, num_clips=self.num_clips)
             frames = reader.get(np.concatenate(views))
         clips = [c for v in range(len(views)) for c in self.transform(frames[v * dc.num_frames:(v + 1) * dc.num_frames], rng)]
         return (clips[0] if len(clips) == 1 else torch.stack(clips)), views
@@ -85,8 +89,8 @@ def build_dataset(cfg: Union[ExperimentConfig, DataConfig], subset: str = 'train
         k = dc.num_classes or (max(r.label for r in records) + 1)
         names = {r.label: r.class_name for r in records}
         class_names = [names.get(i, f'class_{i}') for i in range(k)]
-    train = _subset_key(subset) == 'train' if train is None else train
-    return VideoDataset(records, class_names, dc, train, mean=mean, std=std)
+    sk = _subset_key(subset); train = sk == 'train' if train is None else train
+    return VideoDataset(records, class_names, dc, train, mean=mean, std=std, role='train' if train else sk if sk == 'val' else 'test')
 
 def _worker_init(_):
     import torch

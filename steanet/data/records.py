@@ -15,9 +15,9 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig, SteanetError, project_dir
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'FORMATS', 'DataError', 'VideoRecord', 'find_fixtures', 'store_sources', 'VideoIndex', 'read_class_ind',
-           'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder', 'load_csv', 'load_records',
-           'carve_validation']
+__all__ = ['VIDEO_EXTS', 'FORMATS', 'DataError', 'NoSplitError', 'VideoRecord', 'find_fixtures', 'store_sources', 'VideoIndex',
+           'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder', 'load_csv',
+           'load_records', 'carve_validation']
 
 # %% ../../nbs/03a_records.ipynb #1c03e8f8
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.gif', '.m4v', '.mpg', '.mpeg', '.wmv', '.3gp',
@@ -25,6 +25,13 @@ VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.gif', '.m4v', '
 
 class DataError(SteanetError, ValueError):
     "An annotation file, video root or video that steanet cannot use; the message names the file (and line) and the fix."
+
+class NoSplitError(DataError):
+    "The dataset has no such split at all (no `val/` folder, no val list): a run falls back to the next validation source."
+
+def _absent(sk: str) -> type:
+    "The error for a split a dataset does not have: `NoSplitError` for val (optional), `DataError` for train/test."
+    return NoSplitError if sk == 'val' else DataError
 
 @dataclass(frozen=True)
 class VideoRecord:
@@ -181,7 +188,7 @@ def load_split_lists(annotations, root, subset='train', split=1, resolve=True):
     "VAANet/CTEN split files in folder `annotations`: `classInd.txt`, `trainlist{split:02d}.txt`, `testlist{split:02d}.txt`."
     ann = Path(annotations); sk = _subset_key(subset)
     if sk == 'val':
-        raise DataError(f'{ann}: split files have no validation list; use carve_validation(...) '
+        raise NoSplitError(f'{ann}: split files have no validation list; use carve_validation(...) '
                         f'(data.val_fraction > 0) or subset "test"')
     classes = read_class_ind(ann / 'classInd.txt')
     f = ann / f'{sk}list{int(split):02d}.txt'
@@ -205,7 +212,7 @@ def _json_file(ann: Path, split: int) -> Path:
 def load_release_json(annotations, root, subset='train', split=1, resolve=True):
     "The VAANet/CTEN JSON format; videos are looked up as `<label>/<basename>.*` under `root`."
     f = _json_file(Path(annotations), split); sk = _subset_key(subset)
-    if sk == 'val': raise DataError(f'{f}: the release JSON has no validation subset (its "validation" is the test '
+    if sk == 'val': raise NoSplitError(f'{f}: the release JSON has no validation subset (its "validation" is the test '
                                     f'split); use carve_validation(...) or subset "test"')
     dup = []
     def hook(pairs):
@@ -236,14 +243,17 @@ def load_release_json(annotations, root, subset='train', split=1, resolve=True):
 # %% ../../nbs/03a_records.ipynb #426cf1ab
 def _find_list(ann: Path, sk: str, split: int, exts=('.txt',)) -> Path:
     s = str(ann)
-    if '{subset}' in s or '{split' in s: return Path(s.format(subset=sk, split=int(split)))
+    if '{subset}' in s or '{split' in s:
+        f = Path(s.format(subset=sk, split=int(split)))
+        if sk == 'val' and not f.is_file(): raise NoSplitError(f'{f}: no val list (data.annotations={s})')
+        return f
     if ann.is_file(): return ann
     names = [f'{sk}{e}' for e in exts] + [f'{sk}_list{e}' for e in exts] + [f'{sk}list{int(split):02d}{e}' for e in exts] \
           + [f'{sk}_list_{int(split):02d}{e}' for e in exts] + [f'{sk}_{int(split):02d}{e}' for e in exts]
     for n in names:
         if (ann / n).is_file(): return ann / n
-    raise DataError(f'{ann}: no {sk} list found (looked for {names}); set data.annotations to the file '
-                    f'(placeholders {{subset}} and {{split}} are allowed)')
+    raise _absent(sk)(f'{ann}: no {sk} list found (looked for {names}); set data.annotations to the file '
+                      f'(placeholders {{subset}} and {{split}} are allowed)')
 
 def _class_names_beside(f: Path) -> Optional[list]:
     for n in ('classInd.txt', 'classes.txt'):
@@ -281,12 +291,12 @@ def load_folder(root, subset='train', resolve=True):
     split_dirs = {k: next((root / n for n in ns if (root / n).is_dir()), None) for k, ns in _SPLIT_DIRS.items()}
     if any(split_dirs.values()):
         base = split_dirs[sk]
-        if base is None: raise DataError(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
-                                         f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
+        if base is None: raise _absent(sk)(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
+                                           f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
         classes = sorted({c.name for d in split_dirs.values() if d for c in d.iterdir() if c.is_dir()})
     else:
         if sk != 'train':
-            raise DataError(f'{root}: folder layout root/<Class>/* has no {sk} split; arrange it as '
+            raise _absent(sk)(f'{root}: folder layout root/<Class>/* has no {sk} split; arrange it as '
                             f'root/<split>/<Class>/* or use carve_validation(...)')
         base = root; classes = sorted(c.name for c in root.iterdir() if c.is_dir())
     if not classes: raise DataError(f'{root}: no class folders found')
@@ -311,6 +321,7 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
         if not any(row): continue
         if len(row) < 2: raise DataError(f'{f}:{ln}: expected "path,label[,subset]", got {",".join(row)!r}')
         if len(row) > 2 and row[2] and _subset_key(row[2]) != sk: continue
+        if sk == 'val' and f == Path(annotations) and not (len(row) > 2 and row[2]): continue  # one file: val rows say so
         raw.append((row[0], row[1], ln))
     classes = _class_names_beside(f)
     if classes is None:
@@ -326,6 +337,7 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
         elif l in classes: li = classes.index(l)
         else: raise DataError(f'{f}:{ln}: unknown class {l!r}; classes: {classes}')
         items.append((n, li, classes[li], f, ln))
+    if sk == 'val' and not items: raise NoSplitError(f'{f}: no rows of subset val')
     return _finish(items, root, resolve, f), classes
 
 # %% ../../nbs/03a_records.ipynb #1bbfc56c

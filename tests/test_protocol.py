@@ -1,0 +1,174 @@
+"""Honest numbers (issue 11): selection never reads the test split, the test split is scored once, gradient
+accumulation weights every group as the mean of its own micro-batches, metrics by their reference definitions.
+Tiny config on a random steanet-tiny backbone, a few synthetic videos arranged as class folders."""
+import json, os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from steanet.config import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    "8 classes x (2 train + 1 val + 1 test) synthetic videos of 8 frames."
+    from steanet.synthetic import make_synthetic_dataset
+    return make_synthetic_dataset(tmp_path_factory.mktemp('proto') / 'synth', n_per_class=2, val_per_class=1,
+                                  test_per_class=1, frames=8, seed=5)
+
+
+def folder_dataset(synth: Path, dest: Path, splits=('train', 'val', 'test'), test_perm=None) -> Path:
+    "`dest/<split>/<Class>/*.mp4` (symlinks to the synthetic videos); `test_perm` moves test videos to other classes."
+    from steanet.config import DataConfig
+    from steanet.data import load_records
+    dc = DataConfig(format='synthetic', root=str(synth), annotations='', num_classes=None)
+    for s in splits:
+        recs, classes = load_records(dc, s)
+        for r in recs:
+            c = classes[test_perm[r.label]] if (s == 'test' and test_perm is not None) else r.class_name
+            (dest / s / c).mkdir(parents=True, exist_ok=True)
+            (dest / s / c / Path(r.path).name).symlink_to(r.path)
+    return dest
+
+
+def folder_overrides(root, **kw):
+    ov = {'data.root': str(root), 'backbone.name': 'steanet-tiny', 'backbone.pretrained': 'none',
+          'backbone.allow_random_backbone': 'true', 'backbone.image_size': 'none', 'data.num_frames': 4,
+          'data.input_size': 32, 'data.short_side': 32, 'data.num_workers': 0, 'data.decoder': 'pyav',
+          'train.batch_size': 4, 'train.epochs': 3, 'train.lr': 5e-3, 'train.warmup_epochs': 0.5, 'train.device': 'cpu',
+          'train.amp': 'off', 'tracking.enabled': 'true', 'tracking.experiment': 'protocol'}
+    ov.update(kw)
+    return [f'{k}={v}' for k, v in ov.items()]
+
+
+def tensors(p) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(p))
+
+
+def metric_history(run_id, key):
+    from steanet import tracking
+    client, _, _ = tracking.setup_mlflow(make_config('demo'))
+    return client.get_metric_history(run_id, key)
+
+
+def test_permuted_test_labels_select_the_same_checkpoint(synth, tmp_path):
+    "Two runs whose test splits differ only in permuted labels: same selected epoch, bit-identical tunable tensors."
+    from steanet.train import fit
+    torch.set_num_threads(1)
+    perm = np.roll(np.arange(8), 3)
+    out = []
+    for name, p in (('plain', None), ('permuted', perm)):
+        root = folder_dataset(synth, tmp_path / name, test_perm=p)
+        out.append(fit(make_config('folder', folder_overrides(root)), run_dir=tmp_path / f'run-{name}', progress=False))
+    a, b = out
+    assert a['metrics']['selection'] == b['metrics']['selection'] == 'val'
+    assert a['metrics']['val_source'] == 'split' and 'folder val' in a['metrics']['val_param']   # root/val/ selects
+    assert a['metrics']['best_epoch'] == b['metrics']['best_epoch']
+    sa, sb = (tensors(Path(r['run_dir']) / 'best.safetensors') for r in (a, b))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)      # bit-identical
+    last = tensors(Path(a['run_dir']) / 'last.safetensors')
+    assert [h['val/top1'] for h in a['history']] == [h['val/top1'] for h in b['history']]
+    for r in (a, b):                              # the test split is scored once per run, after training
+        hist = metric_history(r['run_id'], 'test/top1')
+        assert len(hist) == 1 and hist[0].step == 3
+        assert not metric_history(r['run_id'], 'monitor/test_top1')
+        from steanet import tracking
+        client, _, _ = tracking.setup_mlflow(make_config('demo'))
+        tags = client.get_run(r['run_id']).data.tags
+        assert (tags['selection'], tags['val_source']) == ('val', 'split')
+    meta = json.loads((Path(a['run_dir']) / 'best.json').read_text())
+    assert meta['selection']['selection'] == 'val' and meta['epoch'] == a['metrics']['best_epoch']
+
+
+def test_without_validation_the_last_epoch_and_test_only_as_monitor(synth, tmp_path):
+    "No val/ and no carve-out: the last epoch is kept; monitor_test logs monitor/test_* each epoch, test/* once."
+    from steanet.train import fit, run_records
+    torch.set_num_threads(1)
+    root = folder_dataset(synth, tmp_path / 'tt', splits=('train', 'test'))
+    cfg = make_config('folder', folder_overrides(root, **{'train.epochs': 2, 'train.monitor_test': 'true'}))
+    r = fit(cfg, run_dir=tmp_path / 'run', progress=False)
+    m = r['metrics']
+    assert (m['selection'], m['val_source'], m['best_epoch']) == ('last', 'none', 2)
+    d = Path(r['run_dir'])
+    best, last = tensors(d / 'best.safetensors'), tensors(d / 'last.safetensors')
+    assert all(torch.equal(best[k], last[k]) for k in best)
+    assert all('monitor/test_top1' in h and not any(k.startswith('val/') for k in h) for h in r['history'])
+    assert len(metric_history(r['run_id'], 'monitor/test_top1')) == 2 and len(metric_history(r['run_id'], 'test/top1')) == 1
+    # a carve-out when data.val_fraction > 0, stratified from train; the test records are untouched
+    tr, va, te, _, sel = run_records(make_config(cfg, ['data.val_fraction=0.5']), with_selection=True)
+    assert (sel['selection'], sel['val_source'], len(tr), len(va), len(te)) == ('val', 'carve', 8, 8, 8)
+    assert not {x.path for x in va} & {x.path for x in te}
+    # train.selection=last keeps the last epoch even with a val split
+    root2 = folder_dataset(synth, tmp_path / 'tvt')
+    assert run_records(make_config('folder', folder_overrides(root2, **{'train.selection': 'last'})),
+                       with_selection=True)[4]['selection'] == 'last'
+
+
+def test_accumulated_micro_batches_equal_one_batch(synth, tmp_path):
+    "k=3 micro-batches of 2 per step over 8 micro-batches (groups 3, 3, 2) equal steps on the groups' clips as one batch."
+    import torch.nn.functional as F
+    from steanet import tracking
+    from steanet.train import epoch_batches, lr_at, setup_process, setup_run, train_one_epoch
+    torch.set_num_threads(1)
+    ov = folder_overrides(folder_dataset(synth, tmp_path / 'd'), **{'train.batch_size': 2, 'train.grad_accum': 3,
+                          'train.clip_grad': 'none', 'train.dropout': 0.0, 'tracking.enabled': 'false', 'train.epochs': 1})
+    cfg = make_config('folder', ov)
+
+    def training(name):
+        c = make_config(cfg)
+        return setup_run(c, setup_process(c), tracking.open_run(c, enabled=False), (None,) * 4, tmp_path / name)
+    a, b = training('a'), training('b')
+    assert (a.accum, a.steps_per_epoch) == (3, 3)
+    params = lambda t: [p for p in t.model.parameters() if p.requires_grad]
+    seen, real_step = [], a.optimizer.step
+    def recording_step(*args, **kw):              # the gradient each optimiser step of the real loop applies
+        seen.append([p.grad.detach().clone() for p in params(a)]); return real_step(*args, **kw)
+    a.optimizer.step = recording_step
+    train_one_epoch(a, 0)
+    micro = epoch_batches(len(b.train_ds), 2, 0, cfg.train.seed)
+    assert len(micro) == 8 and len(seen) == 3
+    b.train_ds.epoch = 0; b.model.train()
+    for step, group in enumerate([micro[0:3], micro[3:6], micro[6:8]]):
+        items = [b.train_ds[i] for mb in group for i in mb]   # the group's clips as ONE batch
+        x = torch.stack([it['video'] for it in items]); y = torch.tensor([it['label'] for it in items])
+        b.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(b.model(x), y).backward()
+        for ga, p in zip(seen[step], params(b)): torch.testing.assert_close(ga, p.grad, rtol=1e-4, atol=1e-7)
+        for g in b.optimizer.param_groups: g['lr'] = lr_at(step, b.steps_per_epoch, 1, cfg.train.lr, cfg.train.warmup_epochs)
+        b.optimizer.step()
+
+
+def test_global_batch_sets_the_accumulation():
+    from steanet.config import ConfigError
+    from steanet.train import accum_steps
+    t = make_config('ve8-release').train
+    assert accum_steps(t, 1) == 8 and accum_steps(t, 2) == 4 and accum_steps(t, 8) == 1
+    with pytest.raises(ConfigError, match='train.global_batch=32'): accum_steps(t, 3)
+    assert accum_steps(make_config('ve8', ['train.grad_accum=2']).train, 4) == 2
+
+
+def test_metrics_match_scikit_learn_and_mmaction2():
+    "Random cases with ties and classes that occur only as predictions (or nowhere)."
+    sk = pytest.importorskip('sklearn.metrics')
+    from steanet.train import classification_metrics
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        K = int(rng.integers(2, 9)); n = int(rng.integers(1, 25))
+        probs = rng.integers(0, 3, (n, K)).astype(np.float32)            # coarse values: many ties
+        labels = rng.integers(0, max(1, K - 2), n)                        # the last classes never occur as labels
+        m = classification_metrics(torch.tensor(probs), torch.tensor(labels), K)
+        pred = np.array([sorted(range(K), key=lambda j: (-p[j], j))[0] for p in probs])   # lower index wins a tie
+        assert m['top1'] == pytest.approx(float((pred == labels).mean()))
+        f1 = sk.f1_score(labels, pred, average='macro', labels=list(range(K)), zero_division=0)
+        assert m['macro_f1'] == pytest.approx(f1), case
+        seen = sorted(set(labels) | set(pred))                           # MMAction2: classes in labels or predictions
+        mca = sk.recall_score(labels, pred, average='macro', labels=seen, zero_division=0)
+        assert m['mean_class_acc'] == pytest.approx(mca), case
+        if K > 5:
+            top5 = np.array([sorted(range(K), key=lambda j: (-p[j], j))[:5] for p in probs])
+            assert m['top5'] == pytest.approx(float((top5 == labels[:, None]).any(1).mean()))
