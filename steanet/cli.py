@@ -234,6 +234,8 @@ def predict_parser() -> Parser:
     p.add_argument('--topk', type=int, default=3, help='classes per video (default 3)')
     p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
     p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file')
+    p.add_argument('--partial-videos', choices=('use', 'skip'), help="a partly decodable video: use it (warned, "
+                   "counted) or skip it (its row gets the error); default: the checkpoint's data.partial_videos")
     return p
 
 def predict_cmd(a) -> Outcome:
@@ -241,9 +243,10 @@ def predict_cmd(a) -> Outcome:
     from steanet.train import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                           csv=a.csv)
+                           csv=a.csv, partial_videos=a.partial_videos)
     text = [f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
-                                 ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])) for r in preds]
+                                 ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])
+                                 + (' (partly decodable)' if r.get('n_partial') else '')) for r in preds]
     return Outcome({'predictions': preds, 'csv': a.csv}, '\n'.join(text), 0 if all(r['error'] is None for r in preds) else 1)
 
 # %% ../nbs/09_cli.ipynb #c74e5994

@@ -168,7 +168,7 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
     from tqdm.auto import tqdm
     device = torch.device(device) if device is not None else next(unwrap(model).parameters()).device
     was = model.training; model.eval()
-    idx, labs, probs, loss_sum, n_bad = [], [], [], 0.0, 0
+    idx, labs, probs, loss_sum, n_bad, n_partial = [], [], [], 0.0, 0, 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
         x = batch['video']
         if video_fn is not None: x = video_fn(x)
@@ -178,10 +178,11 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
         if (y >= 0).all(): loss_sum += float(F.nll_loss(p.clamp_min(1e-12).log(), y, reduction='sum'))
         idx.append(torch.as_tensor(batch['index'])); labs.append(y); probs.append(p)
         n_bad += int(torch.as_tensor(batch.get('n_bad', 0)).sum())
+        n_partial += int(torch.as_tensor(batch.get('n_partial', 0)).sum())
     model.train(was)
     out = dict(indices=torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long),
                labels=torch.cat(labs) if labs else torch.zeros(0, dtype=torch.long),
-               probs=torch.cat(probs) if probs else torch.zeros(0, 0), loss_sum=loss_sum, n_bad=n_bad)
+               probs=torch.cat(probs) if probs else torch.zeros(0, 0), loss_sum=loss_sum, n_bad=n_bad, n_partial=n_partial)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         parts = [None] * dist.get_world_size(); dist.all_gather_object(parts, out)
         i = torch.cat([p['indices'] for p in parts]); keep = {}
@@ -189,7 +190,7 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
         sel = torch.tensor(sorted(keep.values(), key=lambda j: i[j].item()))
         out = dict(indices=i[sel], labels=torch.cat([p['labels'] for p in parts])[sel],
                    probs=torch.cat([p['probs'] for p in parts])[sel], loss_sum=sum(p['loss_sum'] for p in parts),
-                   n_bad=sum(p['n_bad'] for p in parts))
+                   n_bad=sum(p['n_bad'] for p in parts), n_partial=sum(p['n_partial'] for p in parts))
     else:
         o = out['indices'].argsort(); out.update(indices=out['indices'][o], labels=out['labels'][o], probs=out['probs'][o])
     return out
@@ -199,7 +200,7 @@ def evaluate(model, loader, device=None, dtype=None, num_classes: Optional[int] 
     "Metrics of `model` on `loader`: top1, top5, mean_class_acc, macro_f1, confusion, loss (+ predictions if asked)."
     p = predict_loader(model, loader, device, dtype, video_fn, progress, desc)
     m = classification_metrics(p['probs'], p['labels'], num_classes or (p['probs'].shape[1] if p['probs'].numel() else None))
-    m['loss'] = p['loss_sum'] / max(1, len(p['labels'])); m['n_bad'] = p['n_bad']
+    m['loss'] = p['loss_sum'] / max(1, len(p['labels'])); m['n_bad'], m['n_partial'] = p['n_bad'], p['n_partial']
     if return_predictions: m['predictions'] = p
     return m
 
@@ -241,7 +242,7 @@ def _eval_loader(cfg, ds, device, rank, world):
 class TrainingDiverged(SteanetError, RuntimeError):
     "The loss became NaN/Inf; the message names the step and the last good checkpoint."
 
-def _fresh_sums() -> dict: return {'loss': 0.0, 'n': 0, 'clips': 0, 'n_bad': 0, 'time': 0.0}
+def _fresh_sums() -> dict: return {'loss': 0.0, 'n': 0, 'clips': 0, 'n_bad': 0, 'n_partial': 0, 'time': 0.0}
 
 @dataclass
 class Training:
@@ -424,6 +425,7 @@ def _micro_step(tr: Training, batch: dict, epoch: int, micro: int, n: int) -> tu
         tr.scaler.scale(loss / n_acc).backward()
     s, b = tr.sums, len(y) * tr.world
     s['loss'] += lv.item() * b; s['n'] += b; s['clips'] += b; s['n_bad'] += int(torch.as_tensor(batch.get('n_bad', 0)).sum())
+    s['n_partial'] = s.get('n_partial', 0) + int(torch.as_tensor(batch.get('n_partial', 0)).sum())   # (an older resume.pt lacks it)
     return lv.item(), boundary
 
 def _optimizer_step(tr: Training, loss: float):
@@ -463,7 +465,8 @@ def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict
     s = tr.sums
     return {'epoch': epoch + 1, 'train/epoch_loss': s['loss'] / max(1, s['n']),
             'perf/clips_per_s': s['clips'] / max(1e-9, s['time']), 'perf/epoch_s': s['time'],
-            'perf/peak_mem_mb': _peak_mem_mb(tr.device), 'data/bad_items': s['n_bad']}
+            'perf/peak_mem_mb': _peak_mem_mb(tr.device), 'data/bad_items': s['n_bad'],
+            'data/partial_items': s.get('n_partial', 0)}
 
 # %% ../nbs/05_train.ipynb #e69a0cfd
 EVAL_KEYS = ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss')   # the metrics a run reports per split
@@ -673,20 +676,25 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     return m
 
 def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> dict:
-    "`{'video', 'top', 'error'}` of item `i` of `ds`; an unreadable or missing file gives its error instead."
+    """`{'video', 'top', 'error', 'n_partial'}` of item `i` of `ds`; an unreadable or missing file (or, with
+    `data.partial_videos=skip`, a partly decodable one) gives its error instead; `n_partial` is 1 for a partial video used."""
     try:
         if not Path(video).exists(): raise FileNotFoundError(f'{video}: no such file')
+        item = ds[i]
         with torch.no_grad():
-            p = _forward_views(r.model, ds[i]['video'][None].to(device), dtype, device).softmax(-1).mean(1)[0].cpu()
-        return {'video': str(video), 'top': top_classes(p, r.class_names, topk), 'error': None}
+            p = _forward_views(r.model, item['video'][None].to(device), dtype, device).softmax(-1).mean(1)[0].cpu()
+        return {'video': str(video), 'top': top_classes(p, r.class_names, topk), 'error': None, 'n_partial': item['n_partial']}
     except Exception as e:
-        return {'video': str(video), 'top': [], 'error': f'{type(e).__name__}: {e}'}
+        return {'video': str(video), 'top': [], 'error': f'{type(e).__name__}: {e}', 'n_partial': 0}
 
 def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[int] = None,
-                   allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None) -> list:
-    """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error'}]`; with `csv`, also written
-    there (one row per video and rank)."""
-    r = restore_checkpoint(checkpoint, ['data.bad_items=raise'], views=views,
+                   allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None,
+                   partial_videos: Optional[str] = None) -> list:
+    """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error', 'n_partial'}]`; with `csv`,
+    also written there (one row per video and rank). `partial_videos` (use | skip) overrides the checkpoint's
+    `data.partial_videos` for partly decodable files."""
+    ov = ['data.bad_items=raise'] + ([f'data.partial_videos={partial_videos}'] if partial_videos else [])
+    r = restore_checkpoint(checkpoint, ov, views=views,
                            allow_backbone_mismatch=allow_backbone_mismatch, backbone_weights=backbone_weights)
     dev = resolve_device(r.cfg.train.device); r.to(dev); dtype = amp_dtype(r.cfg.train.amp, dev)
     ds = checkpoint_dataset(r, [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos])

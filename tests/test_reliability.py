@@ -224,3 +224,35 @@ def test_csv_rows_stay_rows(ckpt, synth, tmp_path):
              {'video': 'ok.mp4', 'label': 1, 'true_class': 'z', 'top': [], 'error': 'DecodeError: a\nb'}]
     rows = list(csv.DictReader(io.StringIO(write_predictions_csv(tmp_path / 't.csv', preds).read_text(), newline='')))
     assert [(r['video'], r['true_class'], r['error']) for r in rows] == [(str(name), 'x,"y"', ''), ('ok.mp4', 'z', 'DecodeError: a\nb')]
+
+
+def _partial_copy(src: Path, dst: Path, frac: float = 0.6) -> Path:
+    "`src` (H.264 MP4, frame data before the index) with the last 40% of its frame data zeroed: it decodes only in part."
+    b = Path(src).read_bytes(); m, v = b.find(b'mdat') + 8, b.find(b'moov')
+    assert 0 < m < v
+    cut = m + int((v - m) * frac)
+    dst.write_bytes(b[:cut] + bytes(v - cut) + b[v:])
+    return dst
+
+
+def test_partial_video_counted_and_ruled(ckpt, synth, tmp_path, caplog):
+    "A partly decodable video: used, warned once with its path and counted (predict, train) or, with skip, left out."
+    from steanet.config import make_config
+    from steanet.data import VideoRecord, load_records
+    from steanet.train import fit
+    part = _partial_copy(sorted(Path(synth).rglob('*.mp4'))[0], tmp_path / 'part.mp4')
+    rc, out, err = call(['predict', '--checkpoint', str(ckpt), str(part), '--json'])
+    assert rc == 0, err[-3000:]
+    (p,) = json.loads(out.strip().splitlines()[-1])['predictions']
+    assert p['n_partial'] == 1 and p['error'] is None and len(p['top']) == 3
+    warned = [r.getMessage() for r in caplog.records if 'partly decodable video' in r.getMessage()]
+    assert len(warned) == 1 and str(part) in warned[0] and '(partly decodable)' in err, (warned, err)
+    rc, out, err = call(['predict', '--checkpoint', str(ckpt), str(part), '--partial-videos', 'skip', '--json'])
+    (p,) = json.loads(out.strip().splitlines()[-1])['predictions']
+    assert rc == 1 and 'partly decodable' in p['error'] and not p['top']
+    cfg = make_config('demo', tiny(synth))
+    train, _ = load_records(cfg.data, 'train')
+    train = [VideoRecord(str(part), train[0].label, train[0].class_name)] + train[1:]
+    res = fit(cfg, train_records=train, run_dir=tmp_path / 'run', progress=False, test=False)   # partial_videos=use
+    h = res['history'][0]                       # (skip: substituted and counted as bad, see 03d_datasets)
+    assert h['data/partial_items'] >= 1 and h['data/bad_items'] == 0, h
