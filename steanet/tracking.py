@@ -97,7 +97,8 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f'MLflow store {uri}: its database driver is missing ({one_line(e)}); install it '
                             f'(PostgreSQL: pip install psycopg2-binary, or use postgresql+psycopg://)') from None
     except Exception as e:
-        raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {_FIX}') from None
+        start = 'start it (`mlflow server --host 127.0.0.1 --port <port>`), ' if scheme in ('http', 'https') else ''
+        raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
 def _client(uri: str):

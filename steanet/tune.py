@@ -12,8 +12,8 @@ import optuna
 from optuna.trial import TrialState, FrozenTrial
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from .tracking import (setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info, worker_is_dead,
-                              _proc_start)
+from .tracking import (OWNER_TAG, setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info,
+                              worker_is_dead, _proc_start)
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
                             flatten_config, atomic_write, project_dir, redact, redacted_dict, restore_secrets,
                             one_line, save_config)
@@ -301,6 +301,7 @@ class StudyTracker:
             study.set_user_attr(PARENTS_ATTR, {**parents(latest), self.uri: pid})
         else:
             self.client.update_run(pid, status='RUNNING')
+        self.client.set_tag(pid, OWNER_TAG, json.dumps(worker_info()))   # SIGKILLed: the next run closes it (tracking)
         self.parent_id = pid
         return pid
 
@@ -723,7 +724,7 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     if tracker.enabled:
         parent = (study.user_attrs.get(PARENTS_ATTR) or {}).get(tracker.uri)
         tags = {'steanet.kind': 'retrain_best', 'optuna.study': study.study_name, 'optuna.trial_number': str(t.number),
-                'mlflow.runName': tcfg.tracking.run_name}
+                'mlflow.runName': tcfg.tracking.run_name, OWNER_TAG: json.dumps(worker_info())}
         if parent: tags['mlflow.parentRunId'] = parent
         rid = tracker.client.create_run(tracker.experiment_id, run_name=tcfg.tracking.run_name, tags=tags).info.run_id
     fit_fn = fit_fn or default_fit()

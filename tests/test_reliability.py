@@ -117,26 +117,31 @@ def test_train_secret_nowhere_run_folder_kept_resume_set(synth, tmp_path):
     assert not cl.search_runs([exp], filter_string="attributes.status = 'RUNNING'")
 
 
+def sigterm_when(ready, timeout: float = 240):
+    "A thread that sends SIGTERM to this process once `ready()` holds (as `kill PID` or a scheduler would)."
+    import threading
+    def watch():
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if ready(): os.kill(os.getpid(), signal.SIGTERM); return
+            time.sleep(0.05)
+    t = threading.Thread(target=watch, daemon=True); t.start()
+    return t
+
+
 def test_sigterm_during_train_ends_run_killed(synth, tmp_path):
     "SIGTERM mid-training: exit 130 with one line, the MLflow run KILLED (none RUNNING), the run resumable."
     run = tmp_path / 'run'
-    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
-    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
-    p = subprocess.Popen([PY, '-c', code, 'train', '--config', 'demo', '--quiet', '--run-dir', str(run), '--set',
-                          *tiny(synth, **{'tracking.enabled': 'true', 'train.epochs': 200})],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while not (run / 'resume.pt').exists() and p.poll() is None and time.time() - t0 < 180: time.sleep(0.1)
-    assert p.poll() is None, p.communicate()[1][-3000:]
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and err.strip().splitlines()[-1].startswith('steanet train: interrupted'), err[-3000:]
+    watcher = sigterm_when(lambda: (run / 'resume.pt').exists())       # after the first epoch, 199 to go
+    rc, out, err = call(['train', '--config', 'demo', '--quiet', '--run-dir', str(run), '--set',
+                         *tiny(synth, **{'tracking.enabled': 'true', 'train.epochs': 200})])
+    watcher.join()
+    assert rc == 130 and err.strip().splitlines()[-1].startswith('steanet train: interrupted'), err[-3000:]
     assert 'Traceback' not in err
     cl = mlflow_client(tmp_path)
-    (exp,) = [e.experiment_id for e in cl.search_experiments() if e.name != 'Default']
-    runs = cl.search_runs([exp])
+    runs = cl.search_runs([e.experiment_id for e in cl.search_experiments()])
     assert len(runs) == 1 and runs[0].info.status == 'KILLED', [(r.info.run_id, r.info.status) for r in runs]
-    assert (run / 'resume.pt').is_file()
+    assert runs[0].data.tags['steanet.status'] == 'KILLED' and (run / 'resume.pt').is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

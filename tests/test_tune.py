@@ -241,8 +241,12 @@ def test_password_in_storage_nowhere_and_sigterm_leaves_nothing_running(videos, 
     from steanet.tune import RUN_ATTR
     storage = postgres.replace('steanet@', f'steanet:{SECRET}@')   # trust auth: the server accepts any password
     args = ['--config', 'demo', '--set', *_overrides(videos, 'secret'), '--storage', storage]
-    p = _cli(args + ['--n-trials', '1', '--json']); out, err = p.communicate(timeout=400)
-    assert p.returncode == 0, err[-3000:]
+    import contextlib, io
+    from steanet.cli import main
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e): rc = main(['tune', *args, '--n-trials', '1', '--json'])
+    out, err = o.getvalue(), e.getvalue()
+    assert rc == 0, err[-3000:]
     assert SECRET not in out + err
     assert (tmp_path / 'mlruns' / 'studies' / 'secret' / 'trials.csv').is_file()
     assert (tmp_path / 'mlruns' / 'studies' / 'secret' / 'best_config.yaml').is_file()
