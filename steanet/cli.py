@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redact, redacted_dict, show_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser', 'is_expected',
@@ -121,8 +121,8 @@ def _execute(command: Command, argv: list) -> int:
     except SystemExit as e: return _exit_code(e)
     out = command.handler(a)
     out = out if isinstance(out, Outcome) else Outcome(out)
-    if out.text: print(out.text, file=sys.stderr if a.json else sys.stdout, flush=True)
-    if a.json and out.result is not None: print(json.dumps(to_json(out.result)), flush=True)
+    if out.text: print(redact(out.text), file=sys.stderr if a.json else sys.stdout, flush=True)   # no password on a console
+    if a.json and out.result is not None: print(json.dumps(redact_tree(to_json(out.result))), flush=True)
     return out.code
 
 def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
