@@ -100,9 +100,14 @@ export: install
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
 
+# the store of `steanet` runs: $MLFLOW_TRACKING_URI if set (a tracking server is its own UI), else the project's sqlite file
 ui: install
 	@mkdir -p mlruns
-	$(BIN)/mlflow ui --host 127.0.0.1 --port $${PORT:-5000} --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns
+	@uri="$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}"; \
+	shown=$$(printf '%s' "$$uri" | sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#'); \
+	case "$$uri" in http://*|https://*) echo "MLFLOW_TRACKING_URI=$$shown is a tracking server: open that address"; exit 0;; esac; \
+	echo "MLflow UI of $$shown on http://127.0.0.1:$${PORT:-5000}"; \
+	exec $(BIN)/mlflow ui --host 127.0.0.1 --port $${PORT:-5000} --backend-store-uri "$$uri" --default-artifact-root ./mlruns
 
 # studies of `steanet tune` (default storage) with the plots / trials.csv / best_config.yaml it attaches (mlruns/optuna-artifacts)
 dashboard: install

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import ExperimentConfig, SteanetError, atomic_write, config_from_dict, config_to_dict, make_config
+from .config import (ExperimentConfig, SteanetError, atomic_write, config_from_dict, config_to_dict, make_config,
+                            one_line, redacted_dict)
 from .model import build_model, count_parameters, load_tunable_state_dict, tunable_state_dict
 
 # %% auto #0
@@ -56,7 +57,7 @@ def checkpoint_meta(cfg: ExperimentConfig, model: nn.Module, class_names: Sequen
     b = cfg.backbone
     backbone = dict(name=b.name, pretrained=b.pretrained, sha256=info.get('sha256'), state_sha256=frozen_state_sha256(m),
                     seed=cfg.train.seed if b.pretrained is None else None)
-    return dict(config=config_to_dict(cfg), class_names=list(class_names), num_classes=cfg.data.num_classes or len(class_names),
+    return dict(config=redacted_dict(cfg), class_names=list(class_names), num_classes=cfg.data.num_classes or len(class_names),
                 variant=cfg.adapters.variant, backbone=backbone, tunable_params=counts['tunable'],
                 total_params=counts['total'], model_meta=info, **extra)
 
@@ -83,22 +84,39 @@ def _checkpoint_file(p: Path) -> Path:
     if not p.exists(): raise CheckpointError(f'{p}: checkpoint not found')
     return p
 
+_META_KEYS = ('config', 'class_names', 'num_classes')   # what every use of a checkpoint reads from its JSON
+
+def _not_safetensors(p: Path, e: Exception) -> CheckpointError:
+    "The error for a file safetensors cannot read: a release `.pth` (pickle) or a truncated / damaged copy."
+    fix = (f'a release .pth is converted first: `steanet convert-checkpoint {p} {p.with_suffix(".safetensors")}`'
+           if p.suffix in ('.pth', '.pt', '.ckpt', '.bin') else
+           'it is truncated or damaged (an interrupted copy or a full disk?): copy it again, or use the run\'s last.safetensors')
+    return CheckpointError(f'{p}: not a readable safetensors file ({one_line(e, 120)}); {fix}')
+
+def _meta_of(p: Path) -> dict:
+    "The checkpoint JSON: `<stem>.json` beside the file, else the safetensors metadata."
+    j = p.with_suffix('.json')
+    try:
+        if j.exists() and p.suffix == '.safetensors': return json.loads(j.read_text())
+        from safetensors import safe_open
+        with safe_open(str(p), 'pt') as f: md = f.metadata() or {}
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f'{j}: not valid JSON ({e}); restore it from the run folder or the MLflow artifact') from None
+    except OSError: raise
+    except Exception as e: raise _not_safetensors(p, e) from None
+    if 'steanet' not in md: raise CheckpointError(f'{p}: not a steanet checkpoint (no {j.name} and no metadata)')
+    return json.loads(md['steanet'])
+
 def read_checkpoint_meta(path) -> tuple:
     "`(safetensors_path, meta)` for a run folder (its `best`), a `.json` or a `.safetensors` checkpoint."
-    p = _checkpoint_file(Path(path)); j = p.with_suffix('.json')
-    if j.exists(): meta = json.loads(j.read_text())
-    else:
-        from safetensors import safe_open
-        try:
-            with safe_open(str(p), 'pt') as f: md = f.metadata() or {}
-        except Exception as e:          # e.g. a .pth pickle: never unpickled here
-            raise CheckpointError(f'{p}: not a steanet checkpoint (no {j.name}, and not a safetensors file: '
-                                  f'{(str(e).splitlines() or [""])[0][:200]}); pass a run folder of `steanet train` or its '
-                                  f'best.safetensors (a release .pth: `steanet convert-checkpoint IN.pth OUT.safetensors`)') from None
-        if 'steanet' not in md: raise CheckpointError(f'{p}: not a steanet checkpoint (no {j.name} and no metadata)')
-        meta = json.loads(md['steanet'])
-    if meta.get('format') != CKPT_FORMAT:
-        raise CheckpointError(f'{p}: unknown checkpoint format {meta.get("format")!r} (expected {CKPT_FORMAT})')
+    p = _checkpoint_file(Path(path)); meta = _meta_of(p)
+    where = p.with_suffix('.json') if p.with_suffix('.json').exists() else p
+    if not isinstance(meta, dict) or meta.get('format') != CKPT_FORMAT:
+        got = meta.get('format') if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f'{where}: unknown checkpoint format {got!r} (expected {CKPT_FORMAT})')
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing: raise CheckpointError(f'{where}: the checkpoint JSON has no {", ".join(missing)}; it was edited or cut '
+                                      f'short: restore it from the run folder or its MLflow artifact')
     return p, meta
 
 def _rebuild(st: Path, meta: dict, cfg: ExperimentConfig) -> nn.Module:
@@ -137,7 +155,10 @@ def load_checkpoint(path, map_location='cpu', allow_backbone_mismatch: bool = Fa
                               f'({"; ".join(mism)}). Use the same weights, or pass allow_backbone_mismatch=True '
                               f'(CLI: --allow-backbone-mismatch) if you mean it.')
     if mism: warnings.warn(f'{st}: backbone mismatch allowed: {"; ".join(mism)}')
-    load_tunable_state_dict(model, load_file(str(st), device='cpu'))
+    try: sd = load_file(str(st), device='cpu')
+    except OSError: raise
+    except Exception as e: raise _not_safetensors(st, e) from None
+    load_tunable_state_dict(model, sd)
     return model.to(map_location).eval(), meta
 
 # %% ../nbs/02a_checkpoint.ipynb #73040d93

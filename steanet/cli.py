@@ -4,13 +4,13 @@
 
 # %% ../nbs/09_cli.ipynb #be4ae06b
 from __future__ import annotations
-import argparse, csv, importlib, io, json, os, sys, traceback
+import argparse, csv, errno, importlib, io, json, os, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redacted_dict, show_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args',
@@ -89,12 +89,24 @@ class Command:
     interrupted: str = ''
 
 def _report(name: str, line: str, as_json: bool, error: str, kind: str):
-    "The one stderr line, and the error JSON as the last stdout line under `--json`."
-    print(f'steanet {name}: {line}', file=sys.stderr, flush=True)
-    if as_json: print(json.dumps({'error': error, 'type': kind}), flush=True)
+    "The one stderr line, and the error JSON as the last stdout line under `--json` (both `redact`ed, on one line)."
+    print(redact(f'steanet {name}: ' + ' '.join(line.split())), file=sys.stderr, flush=True)
+    if as_json: print(json.dumps({'error': redact(' '.join(error.split())), 'type': kind}), flush=True)
+
+_OS_FIX = {errno.ENOSPC: 'the disk is full: free space there, or point train.out_dir / tracking.artifact_root elsewhere',
+           errno.EDQUOT: 'the disk quota is used up: free space, or point train.out_dir / tracking.artifact_root elsewhere',
+           errno.EFBIG: 'the file grew past the size limit (ulimit -f): raise it, or write elsewhere',
+           errno.EROFS: 'that file system is read-only: point train.out_dir / tracking.artifact_root (or --out) at a writable folder',
+           errno.EACCES: 'no permission: fix the permissions, or point train.out_dir / tracking.artifact_root (or --out) elsewhere',
+           errno.EPERM: 'no permission: fix the permissions, or point train.out_dir / tracking.artifact_root (or --out) elsewhere'}
+
+def _os_message(e: OSError) -> str:
+    "An `OSError` as the system says it (with the file it names) and, for a full disk or a permission, what to do."
+    fix = _OS_FIX.get(e.errno)
+    return str(e) + (f' ({fix})' if fix else '')
 
 def _fail(name: str, e: BaseException, as_json: bool) -> None:
-    msg = str(e) or type(e).__name__
+    msg = (_os_message(e) if isinstance(e, OSError) and not isinstance(e, SteanetError) else str(e)) or type(e).__name__
     _report(name, f'error: {msg}', as_json, msg, type(e).__name__)
 
 def _exit_code(e: SystemExit) -> int:
@@ -111,8 +123,8 @@ def _execute(command: Command, argv: list) -> int:
     except SystemExit as e: return _exit_code(e)
     out = command.handler(a)
     out = out if isinstance(out, Outcome) else Outcome(out)
-    if out.text: print(out.text, file=sys.stderr if a.json else sys.stdout, flush=True)
-    if a.json and out.result is not None: print(json.dumps(to_json(out.result)), flush=True)
+    if out.text: print(redact(out.text), file=sys.stderr if a.json else sys.stdout, flush=True)   # no password on a console
+    if a.json and out.result is not None: print(json.dumps(redact_tree(to_json(out.result))), flush=True)
     return out.code
 
 def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
@@ -126,9 +138,9 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
         _report(name, 'interrupted' + hint, as_json, 'interrupted', 'KeyboardInterrupt'); return 130
     except Exception as e:
         if not is_expected(e):
-            if as_json: print(json.dumps({'error': str(e), 'type': type(e).__name__}), flush=True)
-            raise                                                     # a bug: its traceback, exit 1
-        if debug: traceback.print_exception(e)
+            if as_json: print(json.dumps({'error': redact(str(e)), 'type': type(e).__name__}), flush=True)
+            raise                                                     # a bug: its traceback (`main` redacts it), exit 1
+        if debug: print(redact(''.join(traceback.format_exception(e))), end='', file=sys.stderr, flush=True)
         _fail(name, e, as_json); return 1
 
 # %% ../nbs/09_cli.ipynb #aeac60a9
@@ -136,7 +148,9 @@ def train_parser() -> Parser:
     p = make_parser('train', 'Train STEANet (or a baseline variant) on a dataset: one MLflow run, the best and last '
                     'checkpoints, then one multi-view test.', config='ve8')
     p.add_argument('--resume', metavar='RUN_DIR|RUN_ID', help='continue a killed run from its folder or MLflow run id')
-    p.add_argument('--run-dir', help='run folder (default: <train.out_dir>/<dataset>/<run name>)')
+    p.add_argument('--run-dir', help='run folder (default: <train.out_dir>/<dataset>/<run name>); one that holds a run is '
+                   'refused unless --resume or --overwrite')
+    p.add_argument('--overwrite', action='store_true', help="replace the run in --run-dir (its checkpoints are deleted)")
     p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also save the resume state every N optimiser steps within an epoch (0: at epoch ends only)')
     p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
@@ -157,8 +171,10 @@ def train_cmd(a) -> Outcome:
     a.overrides = register_overrides(a)
     cfg = None if a.resume else make_config(a.config, a.overrides)
     from steanet.train import dist_info, fit
+    if a.resume and (a.run_dir or a.overwrite):
+        raise ConfigError('--resume continues the run in its own folder: drop --run-dir / --overwrite')
     res = fit(cfg, overrides=a.overrides if a.resume else (), resume=a.resume, run_dir=a.run_dir,
-              checkpoint_every=a.checkpoint_every, progress=progress(a), test=not a.no_test)
+              checkpoint_every=a.checkpoint_every, progress=progress(a), test=not a.no_test, overwrite=a.overwrite)
     if dist_info()[0] != 0: return Outcome()                                # DDP: rank 0 reports
     m = res['metrics']
     text = [f"run {res['run_id'] or '(tracking off)'}  folder {res['run_dir']}",
@@ -235,6 +251,8 @@ def predict_parser() -> Parser:
     p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
     p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file')
     p.add_argument('--no-mlflow', action='store_true', help='do not log these predictions as an MLflow run')
+    p.add_argument('--partial-videos', choices=('use', 'skip'), help="a partly decodable video: use it (warned, "
+                   "counted) or skip it (its row gets the error); default: the checkpoint's data.partial_videos")
     return p
 
 def predict_cmd(a) -> Outcome:
@@ -242,9 +260,10 @@ def predict_cmd(a) -> Outcome:
     from steanet.train import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                           csv=a.csv, log=not a.no_mlflow)
+                           csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow)
     text = [f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
-                                 ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])) for r in preds]
+                                 ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])
+                                 + (' (partly decodable)' if r.get('n_partial') else '')) for r in preds]
     return Outcome({'predictions': preds, 'csv': a.csv}, '\n'.join(text), 0 if all(r['error'] is None for r in preds) else 1)
 
 # %% ../nbs/09_cli.ipynb #c74e5994
@@ -571,8 +590,13 @@ def usage() -> str:
               'exit codes: 0 ok, 1 error (one line on stderr), 2 bad command line, 130 interrupted']
     return '\n'.join(lines)
 
+def _redacted_excepthook(kind, value, tb):
+    "Python's traceback of an uncaught error (a bug), with every credential masked."
+    print(redact(''.join(traceback.format_exception(kind, value, tb))), end='', file=sys.stderr, flush=True)
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     "Entry point of the `steanet` console script: `steanet <command> [options]`."
+    sys.excepthook = _redacted_excepthook      # even a bug's traceback shows no password (a driver's error may hold one)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['help'] and len(argv) > 1: argv = [argv[1], '--help']
     if not argv or argv[0] in ('-h', '--help', 'help'):

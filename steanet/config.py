@@ -14,10 +14,10 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'DEVICE', 'PRUNER', 'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of',
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
-           'config_from_dict', 'config_to_dict', 'redacted_dict', 'flatten_config', 'validate_config', 'atomic_write',
-           'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset',
-           'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table',
-           'project_dir', 'cache_dir']
+           'connect_url', 'restore_secrets', 'one_line', 'config_from_dict', 'config_to_dict', 'redacted_dict',
+           'flatten_config', 'validate_config', 'atomic_write', 'config_yaml', 'save_config', 'load_config',
+           'merge_config', 'apply_overrides', 'list_presets', 'get_preset', 'make_config', 'show_config',
+           'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -296,6 +296,36 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
+# %% ../nbs/00_config.ipynb #b4845a8f
+_MASKED_PASSWORD = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):' + re.escape(SECRET_MASK) + r'@')
+
+def connect_url(url):
+    "`url` with a masked password (`user:***@`, `password=***`) left out, so the driver reads it from its own place."
+    if not isinstance(url, str) or SECRET_MASK not in url: return url
+    url = _MASKED_PASSWORD.sub(r'\1@', url)
+    base, q, query = url.partition('?')
+    if not q: return url
+    keep = [p for p in query.split('&') if p.partition('=')[2] != SECRET_MASK]
+    return base + ('?' + '&'.join(keep) if keep else '')
+
+def restore_secrets(cfg, source):
+    "A copy of `cfg` (read back from a redacted file) with `source`'s value wherever `cfg` holds that value masked."
+    out = copy.deepcopy(cfg)
+    def walk(o, s):
+        for f in fields(o):
+            v, w = getattr(o, f.name), getattr(s, f.name, None)
+            if is_dataclass(v) and is_dataclass(w): walk(v, w)
+            elif isinstance(v, str) and SECRET_MASK in v and isinstance(w, str) and w != v and redact(w) == v:
+                setattr(o, f.name, w)
+    if source is not None: walk(out, source)
+    return out
+
+def one_line(e, limit: int = 300) -> str:
+    "An exception as `'Type: message'` (or a text) on one line, redacted, at most `limit` characters."
+    s = f'{type(e).__name__}: {e}' if isinstance(e, BaseException) else str(e)
+    s = redact(' '.join(s.split()))
+    return s if len(s) <= limit else s[:limit - 3] + '...'
+
 # %% ../nbs/00_config.ipynb #668b882f
 class _Repr(reprlib.Repr):
     def repr_str(self, x, level): return super().repr_str(redact(x), level)   # mask before cutting a URL short
@@ -453,18 +483,24 @@ def _umask() -> int:
     m = os.umask(0); os.umask(m); return m
 
 def atomic_write(path, data: Union[bytes, str], encoding='utf-8') -> Path:
-    "Write `data` to `path` through a temp file + rename; a crash leaves the old file (or none), never half a file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to `path` through a temp file + rename; a crash leaves the old file (or none), never half a file.
+    A failed write (a full disk, a read-only folder) raises `OSError` naming `path`."""
+    path = Path(path)
     if isinstance(data, str): data = data.encode(encoding)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions a plain open() would
         os.replace(tmp, path)
-    except BaseException:
-        try: os.unlink(tmp)
-        except OSError: pass
+    except BaseException as e:
+        if tmp is not None:
+            try: os.unlink(tmp)
+            except OSError: pass
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:   # e.g. ENOSPC from write/fsync
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
         raise
     return path
 

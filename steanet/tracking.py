@@ -4,17 +4,19 @@
 
 # %% ../nbs/04_tracking.ipynb #57b219a8
 from __future__ import annotations
-import contextlib, csv, hashlib, io, json, os, subprocess, tempfile, time, warnings
+import contextlib, csv, hashlib, io, json, os, signal, socket, subprocess, tempfile, time, warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
-from .config import ExperimentConfig, SteanetError, atomic_write, flatten_config, project_dir
+from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, flatten_config, one_line,
+                            project_dir, redact)
 
 # %% auto #0
-__all__ = ['DEFAULT_URI', 'MODEL_NAME', 'EXPERIMENT_KIND', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking',
-           'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics', 'attach_run', 'open_run',
+__all__ = ['DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'EXPERIMENT_KIND', 'TrackingError', 'tracking_uri', 'artifact_location',
+           'check_tracking', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics',
+           'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs', 'sigterm_as_interrupt',
            'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure', 'per_class_report',
            'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch', 'log_test', 'log_run_end',
            'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts', 'model_signature', 'model_requirements',
@@ -35,9 +37,11 @@ def _abs_sqlite(uri: str) -> str:
     return 'sqlite:///' + str(project_dir() / rest)
 
 def tracking_uri(cfg: Optional[ExperimentConfig] = None) -> str:
-    "The store a run logs to: `$MLFLOW_TRACKING_URI`, else `cfg.tracking.uri`, else the project's sqlite file."
+    """The store a run logs to: `$MLFLOW_TRACKING_URI`, else `cfg.tracking.uri`, else the project's sqlite file. A masked
+    password (a config read back from a run folder) is left out, so the client reads it from its own place
+    (`MLFLOW_TRACKING_PASSWORD`, `~/.pgpass`, `PGPASSWORD`)."""
     uri = os.environ.get('MLFLOW_TRACKING_URI') or (cfg.tracking.uri if cfg is not None else None) or DEFAULT_URI
-    return _abs_sqlite(uri)
+    return _abs_sqlite(connect_url(uri))
 
 def artifact_location(cfg: Optional[ExperimentConfig], uri: str) -> Optional[str]:
     "Artifact folder for new experiments in a local store (`<project>/mlruns`); None lets a server decide."
@@ -47,25 +51,57 @@ def artifact_location(cfg: Optional[ExperimentConfig], uri: str) -> Optional[str
     return root.resolve().as_uri()
 
 # %% ../nbs/04_tracking.ipynb #3a8eb15e
+_FIX = ('point MLFLOW_TRACKING_URI / tracking.uri at a running store, unset MLFLOW_TRACKING_URI to use the local '
+        'store, or pass --set tracking.enabled=false')
+
+def _check_http(uri: str, timeout: float):
+    "GET `<uri>/health`; a `user:password@` in the URL is sent as basic auth (urllib does not take it from the URL)."
+    import base64, urllib.parse, urllib.request
+    u = urllib.parse.urlsplit(uri)
+    host = (u.hostname or '') + (f':{u.port}' if u.port else '')
+    req = urllib.request.Request(urllib.parse.urlunsplit((u.scheme, host, u.path.rstrip('/') + '/health', '', '')))
+    if u.username:
+        user, pw = urllib.parse.unquote(u.username), urllib.parse.unquote(u.password or '')
+        req.add_header('Authorization', 'Basic ' + base64.b64encode(f'{user}:{pw}'.encode()).decode())
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        if r.status != 200: raise OSError(f'HTTP {r.status}')
+
+def _check_database(uri: str, timeout: float):
+    "Open and close one connection to a PostgreSQL / MySQL store, waiting at most `timeout` seconds."
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(uri, connect_args={'connect_timeout': max(1, int(timeout))},
+                                      poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect(): pass
+    finally: engine.dispose()
+
+def _check_folder(uri: str):
+    "The folder of a sqlite or file store (created if missing)."
+    if uri.startswith('sqlite:'):
+        p = uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else ''
+        if p in ('', ':memory:'): return
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+    else: Path(uri[len('file://'):] if uri.startswith('file://') else uri.removeprefix('file:')).mkdir(parents=True, exist_ok=True)
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    "Raise `TrackingError` when `uri` cannot be used; for HTTP(S) this asks the server's `/health` endpoint."
-    if uri.startswith(('http://', 'https://')):
-        import urllib.request, urllib.error
-        try:
-            with urllib.request.urlopen(uri.rstrip('/') + '/health', timeout=timeout) as r:
-                if r.status != 200: raise OSError(f'HTTP {r.status}')
-        except Exception as e:
-            raise TrackingError(
-                f'MLflow tracking server {uri} is not reachable ({type(e).__name__}: {e}). Start it '
-                f'(`mlflow server --host 127.0.0.1 --port <port>`), point MLFLOW_TRACKING_URI at a running one, '
-                f'or unset MLFLOW_TRACKING_URI to use the local store, or pass --set tracking.enabled=false.') from None
-    elif uri.startswith('sqlite:///'):
-        p = Path(uri[len('sqlite:///'):])
-        try: p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e: raise TrackingError(f'MLflow store {uri}: cannot create {p.parent} ({e})') from None
-    elif uri.startswith(('postgresql', 'mysql', 'file:', 'databricks')) or '://' not in uri: pass
-    else: raise TrackingError(f'MLflow tracking URI {uri!r} is not one steanet knows (http(s)://, sqlite:///, '
-                              f'postgresql://, file:); fix tracking.uri or MLFLOW_TRACKING_URI')
+    """Raise `TrackingError` (one line, the URI's password masked) when the store `uri` cannot be used, within about
+    `timeout` seconds: HTTP(S) asks the server's `/health`; PostgreSQL / MySQL open one connection; sqlite and file
+    stores need a folder that can be created."""
+    scheme = uri.split(':', 1)[0].split('+', 1)[0].lower() if ':' in uri else 'file'   # a plain path: a file store
+    try:
+        if scheme in ('http', 'https'): _check_http(uri, timeout)
+        elif scheme in ('postgresql', 'postgres', 'mysql', 'mssql'): _check_database(uri, timeout)
+        elif scheme in ('sqlite', 'file'): _check_folder(uri)
+        elif scheme != 'databricks':
+            raise TrackingError(f'MLflow tracking URI {uri!r} is not one steanet knows (http(s)://, sqlite:///, '
+                                f'postgresql://, mysql://, file:); fix tracking.uri or MLFLOW_TRACKING_URI')
+    except TrackingError: raise
+    except ImportError as e:
+        raise TrackingError(f'MLflow store {uri}: its database driver is missing ({one_line(e)}); install it '
+                            f'(PostgreSQL: pip install psycopg2-binary, or use postgresql+psycopg://)') from None
+    except Exception as e:
+        start = 'start it (`mlflow server --host 127.0.0.1 --port <port>`), ' if scheme in ('http', 'https') else ''
+        raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
 def _client(uri: str):
@@ -92,7 +128,9 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
     "Check the store and get or create the experiment; returns `(client, experiment_id, uri)`."
     uri = tracking_uri(cfg)
     if check: check_tracking(uri)
-    import mlflow
+    import logging, mlflow
+    for name in ('mlflow.store.db.utils', 'alembic.runtime.migration'):   # a fresh store's schema notes: not the user's concern
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     name = experiment or cfg.tracking.experiment or cfg.data.dataset
     try:
@@ -165,8 +203,9 @@ class Run:
         return None
 
 def _param_str(v) -> str:
+    "A param or tag value as MLflow stores it: text, credentials masked (`redact`), at most 6000 characters."
     if isinstance(v, (list, tuple)): v = ','.join(map(str, v))
-    s = str(v)
+    s = redact(str(v))
     return s if len(s) <= 6000 else s[:5997] + '...'
 
 def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_run_id: Optional[str] = None,
@@ -180,9 +219,11 @@ def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_r
     if run_id is not None:
         run = attach_run(cfg, run_id); run.owned = True
         if run.client.get_run(run_id).info.status != 'RUNNING': run.client.update_run(run_id, status='RUNNING')
+        run.set_tags({OWNER_TAG: json.dumps(worker_info())})      # this process holds it now
         return start_system_metrics(run, cfg, resume=True)
     client, exp_id, uri = setup_mlflow(cfg, experiment)
-    t = dict(tags or {})
+    close_dead_runs(client, exp_id)
+    t = {**(tags or {}), OWNER_TAG: json.dumps(worker_info())}
     if parent_run_id: t['mlflow.parentRunId'] = parent_run_id
     name = run_name or cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
     r = client.create_run(exp_id, run_name=name, tags={k: _param_str(v) for k, v in t.items()})
@@ -223,6 +264,56 @@ def open_run(cfg: ExperimentConfig, *, run=None, resume_id: Optional[str] = None
         return h if run.monitor is not None else start_system_metrics(h, cfg)
     if run is not None: return start_system_metrics(attach_run(cfg, str(run)), cfg) if cfg.tracking.enabled else Run()
     return start_run(cfg, run_id=resume_id) if resume_id else start_run(cfg, parent_run_id=parent_run_id)
+
+# %% ../nbs/04_tracking.ipynb #38385ecf
+OWNER_TAG = 'steanet.owner'   # JSON {host, pid, start} of the process that holds a RUNNING run
+
+def _proc_start(pid: int) -> Optional[str]:
+    "Start time of process `pid` (clock ticks since boot, Linux), to tell a live pid from a reused one."
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError): return None
+
+def worker_info() -> dict:
+    "What a run or a trial records about the process running it."
+    return {'host': socket.gethostname(), 'pid': os.getpid(), 'start': _proc_start(os.getpid())}
+
+def worker_is_dead(w: Optional[dict], current_trial_id: Optional[int] = None) -> bool:
+    "True when `w` names a process on this host that no longer exists (or whose pid was reused)."
+    if not isinstance(w, dict) or w.get('host') != socket.gethostname() or not w.get('pid'): return False
+    pid = int(w['pid'])
+    if pid == os.getpid() and w.get('start') == _proc_start(pid): return False  # ours: alive by definition
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return True
+    except PermissionError: return False
+    start = _proc_start(pid)
+    return w.get('start') is not None and start is not None and start != w.get('start')
+
+def close_dead_runs(client, experiment_id: str) -> list:
+    "End as KILLED the RUNNING runs of the experiment whose owner process (on this host) is gone; returns their ids."
+    try: runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    except Exception as e: warnings.warn(f'could not look for runs left RUNNING: {one_line(e)}'); return []
+    closed = []
+    for r in runs:
+        try: w = json.loads(r.data.tags.get(OWNER_TAG) or 'null')
+        except ValueError: continue
+        if not worker_is_dead(w): continue
+        try:
+            client.set_tag(r.info.run_id, 'steanet.status', 'KILLED')
+            client.set_tag(r.info.run_id, 'steanet.error', f'its process {w["pid"]} on {w["host"]} died (SIGKILL?); '
+                                                           f'closed by process {os.getpid()}')
+            client.set_terminated(r.info.run_id, status='KILLED'); closed.append(r.info.run_id)
+        except Exception as e: warnings.warn(f'MLflow run {r.info.run_id}: could not close it ({one_line(e)})')
+    return closed
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    "Within the block SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does (the main thread only; elsewhere a no-op)."
+    def handler(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
+    try: old = signal.signal(signal.SIGTERM, handler)
+    except ValueError: old = None  # not the main thread
+    try: yield
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
 def git_commit(path=None) -> Optional[str]:
@@ -361,7 +452,7 @@ def log_run_error(run: Run, error: BaseException, stopped: bool = False):
     """How a run that raised `error` ends: Ctrl-C -> KILLED; `stopped` (the caller stopped it) -> KILLED with
     `steanet.status=PRUNED`; else FAILED with the error as `steanet.error`. A caller's run keeps its status."""
     if not run.active: return
-    what = f'{type(error).__name__}: {error}'[:5000]
+    what = one_line(error, 5000)
     status = 'KILLED' if isinstance(error, KeyboardInterrupt) else 'PRUNED' if stopped else 'FAILED'
     tags = {'steanet.stopped_by': what} if status == 'PRUNED' else {'steanet.error': what}
     if run.owned: tags['steanet.status'] = status

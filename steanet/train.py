@@ -16,22 +16,23 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from einops import rearrange
 
-from .config import (ExperimentConfig, ConfigError, SteanetError, atomic_write, config_from_dict, config_to_dict,
-                            flatten_config, make_config, project_dir, save_config)
+from .config import (ExperimentConfig, ConfigError, SteanetError, apply_overrides, atomic_write, config_from_dict,
+                            config_to_dict, flatten_config, make_config, project_dir, redacted_dict, restore_secrets,
+                            save_config)
 from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, load_records
 from . import tracking
 
 # %% auto #0
-__all__ = ['EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all',
-           'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
+__all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
+           'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
            'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
            'selection_of', 'run_records', 'prefetch_batches', 'make_loader', 'TrainingDiverged', 'Training',
-           'run_inputs', 'setup_process', 'accum_steps', 'setup_run', 'train_one_epoch', 'validate', 'monitor_test',
-           'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state',
-           'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset',
-           'eval_checkpoint', 'predict_videos', 'run_splits']
+           'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'setup_run',
+           'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state',
+           'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test',
+           'fit', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -200,7 +201,7 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
     from tqdm.auto import tqdm
     device = torch.device(device) if device is not None else next(unwrap(model).parameters()).device
     was = model.training; model.eval()
-    idx, labs, probs, loss_sum, n_bad = [], [], [], 0.0, 0
+    idx, labs, probs, loss_sum, n_bad, n_partial = [], [], [], 0.0, 0, 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, file=sys.stderr):
         x = batch['video']
         if video_fn is not None: x = video_fn(x)
@@ -210,10 +211,11 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
         if (y >= 0).all(): loss_sum += float(F.nll_loss(p.clamp_min(1e-12).log(), y, reduction='sum'))
         idx.append(torch.as_tensor(batch['index'])); labs.append(y); probs.append(p)
         n_bad += int(torch.as_tensor(batch.get('n_bad', 0)).sum())
+        n_partial += int(torch.as_tensor(batch.get('n_partial', 0)).sum())
     model.train(was)
     out = dict(indices=torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long),
                labels=torch.cat(labs) if labs else torch.zeros(0, dtype=torch.long),
-               probs=torch.cat(probs) if probs else torch.zeros(0, 0), loss_sum=loss_sum, n_bad=n_bad)
+               probs=torch.cat(probs) if probs else torch.zeros(0, 0), loss_sum=loss_sum, n_bad=n_bad, n_partial=n_partial)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         parts = [None] * dist.get_world_size(); dist.all_gather_object(parts, out)
         i = torch.cat([p['indices'] for p in parts]); keep = {}
@@ -221,7 +223,7 @@ def predict_loader(model, loader, device=None, dtype=None, video_fn=None, progre
         sel = torch.tensor(sorted(keep.values(), key=lambda j: i[j].item()))
         out = dict(indices=i[sel], labels=torch.cat([p['labels'] for p in parts])[sel],
                    probs=torch.cat([p['probs'] for p in parts])[sel], loss_sum=sum(p['loss_sum'] for p in parts),
-                   n_bad=sum(p['n_bad'] for p in parts))
+                   n_bad=sum(p['n_bad'] for p in parts), n_partial=sum(p['n_partial'] for p in parts))
     else:
         o = out['indices'].argsort(); out.update(indices=out['indices'][o], labels=out['labels'][o], probs=out['probs'][o])
     return out
@@ -231,7 +233,7 @@ def evaluate(model, loader, device=None, dtype=None, num_classes: Optional[int] 
     "Metrics of `model` on `loader`: top1, top5, mean_class_acc, macro_f1, confusion, loss (+ predictions if asked)."
     p = predict_loader(model, loader, device, dtype, video_fn, progress, desc)
     m = classification_metrics(p['probs'], p['labels'], num_classes or (p['probs'].shape[1] if p['probs'].numel() else None))
-    m['loss'] = p['loss_sum'] / max(1, len(p['labels'])); m['n_bad'] = p['n_bad']
+    m['loss'] = p['loss_sum'] / max(1, len(p['labels'])); m['n_bad'], m['n_partial'] = p['n_bad'], p['n_partial']
     if return_predictions: m['predictions'] = p
     return m
 
@@ -296,7 +298,7 @@ def _eval_loader(cfg, ds, device, rank, world):
 class TrainingDiverged(SteanetError, RuntimeError):
     "The loss became NaN/Inf; the message names the step and the last good checkpoint."
 
-def _fresh_sums() -> dict: return {'loss': 0.0, 'n': 0, 'clips': 0, 'n_bad': 0, 'time': 0.0}
+def _fresh_sums() -> dict: return {'loss': 0.0, 'n': 0, 'clips': 0, 'n_bad': 0, 'n_partial': 0, 'time': 0.0}
 
 @dataclass
 class Training:
@@ -343,14 +345,54 @@ class Training:
 def _rec_d(r) -> list: return [str(r.path), int(r.label), str(r.class_name)]
 def _rec(d) -> VideoRecord: return VideoRecord(d[0], d[1], d[2])
 
-def run_inputs(cfg=None, overrides: Sequence[str] = (), resume=None, run_dir=None, records: tuple = (None,) * 4) -> tuple:
-    "`(cfg, resume state or None, run_dir, (train, val, test, class_names))` of a new run, or of a resumed one."
-    if resume is None: return make_config(cfg, overrides), None, run_dir, tuple(records)
-    run_dir = find_run_dir(str(resume), make_config(cfg, overrides) if cfg is not None else None)
+RUN_FILES = ('best.safetensors', 'last.safetensors', 'resume.pt', 'best.json', 'last.json', 'config.yaml',
+             'confusion.png', 'per_class.csv', 'test_predictions.csv', 'curves.png')   # what a run writes; the first 3 make it one
+RESUME_SAFE = ('train.epochs', 'train.eval_every', 'tracking.log_every', 'tracking.log_checkpoint', 'data.num_workers',
+               'data.decode_threads')   # what `--resume --set` may change mid-run (the rest would make it another run)
+
+def claim_run_dir(run_dir, overwrite: bool = False) -> Path:
+    """`run_dir` for a new run: refused (`ConfigError`, nothing touched) when it already holds a run's checkpoints or
+    resume state, unless `overwrite`, which removes the files an earlier run wrote there (`RUN_FILES`)."""
+    d = Path(run_dir); held = [f for f in RUN_FILES[:3] if (d / f).exists()]
+    if not held: return d
+    if not overwrite:
+        raise ConfigError(f'{d} already holds a run ({", ".join(held)}); continue it with --resume {d}, replace it with '
+                          f'--overwrite, or choose another --run-dir')
+    if dist_info()[0] == 0:
+        for f in RUN_FILES: (d / f).unlink(missing_ok=True)
+    return d
+
+def resume_config(saved: ExperimentConfig, overrides: Sequence[str] = (), live: Optional[ExperimentConfig] = None,
+                  done_epochs: int = 0) -> ExperimentConfig:
+    """The config a resumed run continues with: its own (`saved`, read back redacted from `resume.pt`) with the secrets
+    of `live` (this command's config, if any) and the `overrides` that are safe mid-run (`RESUME_SAFE`); any other
+    change raises `ConfigError` listing the keys."""
+    cfg = restore_secrets(saved, live)
+    new = apply_overrides(cfg, overrides)
+    before, after = flatten_config(cfg), flatten_config(new)     # compared redacted: a secret given again is no change
+    bad = [k for k in after if before.get(k) != after[k] and k not in RESUME_SAFE]
+    if bad:
+        raise ConfigError(f'--resume with --set: {", ".join(bad)} cannot change in the middle of a run (only '
+                          f'{", ".join(RESUME_SAFE)} can); start a new run (another --run-dir) to change them')
+    if new.train.epochs < done_epochs:
+        raise ConfigError(f'--set train.epochs={new.train.epochs}: this run has already trained {done_epochs} epochs; '
+                          f'give at least {done_epochs}')
+    return new
+
+def run_inputs(cfg=None, overrides: Sequence[str] = (), resume=None, run_dir=None, records: tuple = (None,) * 4,
+               overwrite: bool = False) -> tuple:
+    """`(cfg, resume state or None, run_dir, (train, val, test, class_names))` of a new run (its `run_dir` claimed), or
+    of a resumed one (its config from `resume.pt` plus the safe `overrides`)."""
+    if resume is None:
+        return make_config(cfg, overrides), None, run_dir and claim_run_dir(run_dir, overwrite), tuple(records)
+    live = make_config(cfg, overrides) if cfg is not None else None
+    run_dir = find_run_dir(str(resume), live)
     state = load_resume_state(run_dir / 'resume.pt')
     saved = json.loads(state['records'])
     recs = tuple(given or [_rec(r) for r in saved[k]] for given, k in zip(records[:3], ('train', 'val', 'test')))
-    return config_from_dict(json.loads(state['config'])), state, run_dir, recs + (records[3] or saved['class_names'],)
+    done = state['epoch'] + (1 if state['pos'] else 0)
+    cfg = resume_config(config_from_dict(json.loads(state['config'])), overrides, live, done)
+    return cfg, state, run_dir, recs + (records[3] or saved['class_names'],)
 
 def setup_process(cfg: ExperimentConfig) -> tuple:
     "`(device, autocast dtype, rank, world)`: joins the torchrun group (if any) and switches determinism on if asked."
@@ -368,6 +410,9 @@ def _run_folder(cfg: ExperimentConfig, run: tracking.Run, run_dir, rank: int, wo
         if run.active: name = f'{name}-{run.run_id[:8]}'
         run_dir = Path(cfg.train.out_dir) / cfg.data.dataset / name
         if not run_dir.is_absolute(): run_dir = project_dir() / run_dir
+        stem, k = run_dir, 1
+        while any((run_dir / f).exists() for f in RUN_FILES[:3]):   # a chosen name is never reused: -2, -3, ...
+            k += 1; run_dir = stem.with_name(f'{stem.name}-{k}')
         if world > 1:
             box = [str(run_dir)]; dist.broadcast_object_list(box, src=0); run_dir = box[0]
     run_dir = Path(run_dir)
@@ -457,6 +502,7 @@ def _micro_step(tr: Training, batch: dict, epoch: int, micro: int, n: int) -> tu
         tr.scaler.scale(loss / n_acc).backward()
     s, b = tr.sums, len(y) * tr.world
     s['loss'] += lv.item() * b; s['n'] += b; s['clips'] += b; s['n_bad'] += int(torch.as_tensor(batch.get('n_bad', 0)).sum())
+    s['n_partial'] = s.get('n_partial', 0) + int(torch.as_tensor(batch.get('n_partial', 0)).sum())   # (an older resume.pt lacks it)
     return lv.item(), boundary
 
 def _optimizer_step(tr: Training, loss: float):
@@ -504,7 +550,8 @@ def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict
     s = tr.sums
     return {'epoch': epoch + 1, 'train/epoch_loss': s['loss'] / max(1, s['n']),
             'perf/clips_per_s': s['clips'] / max(1e-9, s['time']), 'perf/epoch_s': s['time'],
-            'perf/peak_mem_mb': _peak_mem_mb(tr.device), 'data/bad_items': s['n_bad']}
+            'perf/peak_mem_mb': _peak_mem_mb(tr.device), 'data/bad_items': s['n_bad'],
+            'data/partial_items': s.get('n_partial', 0)}
 
 # %% ../nbs/05_train.ipynb #e69a0cfd
 EVAL_KEYS = ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss')   # the metrics a run reports per split
@@ -565,7 +612,7 @@ def _set_rng_state(st: dict):
 def resume_payload(tr: Training, epoch: int, pos: int) -> dict:
     "What `resume.pt` holds to continue `tr` at micro-batch `pos` of `epoch`."
     recs = {k: [_rec_d(r) for r in v] for k, v in tr.records.items()}
-    return {'config': json.dumps(config_to_dict(tr.cfg)),
+    return {'config': json.dumps(redacted_dict(tr.cfg)),   # no secret on disk: a resume takes them from its command line
             'model': {k: v.detach().cpu() for k, v in tunable_state_dict(tr.model).items()},
             'optimizer': tr.optimizer.state_dict(), 'scaler': tr.scaler.state_dict() if tr.scaler.is_enabled() else {},
             'epoch': epoch, 'pos': pos, 'global_step': tr.global_step, 'history': json.dumps(tr.history), 'best': tr.best,
@@ -675,15 +722,22 @@ def _example_video(tr: Training) -> Optional[str]:
 def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, val_records=None, test_records=None,
         class_names=None, on_epoch_end: Optional[Callable] = None, run=None, parent_run_id: Optional[str] = None,
         resume: Optional[str] = None, run_dir=None, checkpoint_every: int = 0, progress: bool = True,
-        test: bool = True, overrides: Sequence[str] = (), tags: Optional[dict] = None) -> dict:
+        test: bool = True, overrides: Sequence[str] = (), tags: Optional[dict] = None, overwrite: bool = False) -> dict:
     """Train `cfg` (an `ExperimentConfig`, preset name or config file, plus `overrides`); see the section above.
-    `resume`: a run folder or MLflow run id to continue; `checkpoint_every`: also write the resume state every N
-    optimiser steps inside an epoch; `test=False` skips the final multi-view test. Under DDP, `on_epoch_end` runs on
-    rank 0 only, so a callback that raises (pruning) is for single-process runs."""
+    `resume`: a run folder or MLflow run id to continue (`overrides` then change only `RESUME_SAFE` keys);
+    `run_dir`: a new run's folder, refused if it holds a run unless `overwrite`; `checkpoint_every`: also write the
+    resume state every N optimiser steps inside an epoch; `test=False` skips the final multi-view test. Under DDP,
+    `on_epoch_end` runs on rank 0 only, so a callback that raises (pruning) is for single-process runs. SIGTERM stops
+    it as Ctrl-C does (the MLflow run ends KILLED)."""
+    with tracking.sigterm_as_interrupt():
+        return _fit(cfg, (train_records, val_records, test_records, class_names), on_epoch_end, run, parent_run_id,
+                    resume, run_dir, checkpoint_every, progress, test, overrides, tags, overwrite)
+
+def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, checkpoint_every, progress, test,
+         overrides, tags, overwrite) -> dict:
     from tqdm.auto import tqdm
     t_start = time.time()
-    cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir,
-                                              (train_records, val_records, test_records, class_names))
+    cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir, given, overwrite)
     proc = setup_process(cfg); is_main = proc[2] == 0
     mrun = tracking.open_run(cfg, run=run, resume_id=(state or {}).get('run_id'), parent_run_id=parent_run_id,
                              enabled=is_main)   # the store first: an unreachable server fails here, before any work
@@ -733,23 +787,27 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     return m
 
 def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> dict:
-    "`{'video', 'top', 'error'}` of item `i` of `ds`; an unreadable or missing file gives its error instead."
+    """`{'video', 'top', 'error', 'n_partial'}` of item `i` of `ds`; an unreadable or missing file (or, with
+    `data.partial_videos=skip`, a partly decodable one) gives its error instead; `n_partial` is 1 for a partial video used."""
     try:
         if not Path(video).exists(): raise FileNotFoundError(f'{video}: no such file')
+        item = ds[i]
         with torch.no_grad():
-            p = _forward_views(r.model, ds[i]['video'][None].to(device), dtype, device).softmax(-1).mean(1)[0].cpu()
-        return {'video': str(video), 'top': top_classes(p, r.class_names, topk), 'error': None}
+            p = _forward_views(r.model, item['video'][None].to(device), dtype, device).softmax(-1).mean(1)[0].cpu()
+        return {'video': str(video), 'top': top_classes(p, r.class_names, topk), 'error': None, 'n_partial': item['n_partial']}
     except Exception as e:
-        return {'video': str(video), 'top': [], 'error': f'{type(e).__name__}: {e}'}
+        return {'video': str(video), 'top': [], 'error': f'{type(e).__name__}: {e}', 'n_partial': 0}
 
 def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[int] = None,
                    allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None,
-                   log: bool = False) -> list:
-    """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error'}]`; with `csv`, also written
-    there (one row per video and rank). `checkpoint` as for `eval_checkpoint`; with `log`, an MLflow run nested under
-    the training run records the predictions (`predict_predictions.csv`) and how many videos failed."""
+                   partial_videos: Optional[str] = None, log: bool = False) -> list:
+    """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error', 'n_partial'}]`; with `csv`,
+    also written there (one row per video and rank). `checkpoint` as for `eval_checkpoint`; `partial_videos` (use |
+    skip) overrides the checkpoint's `data.partial_videos` for partly decodable files; with `log`, an MLflow run nested
+    under the training run records the predictions (`predict_predictions.csv`) and how many videos failed."""
     checkpoint, backbone_weights = tracking.resolve_checkpoint(checkpoint, backbone_weights)
-    r = restore_checkpoint(checkpoint, ['data.bad_items=raise'], views=views,
+    ov = ['data.bad_items=raise'] + ([f'data.partial_videos={partial_videos}'] if partial_videos else [])
+    r = restore_checkpoint(checkpoint, ov, views=views,
                            allow_backbone_mismatch=allow_backbone_mismatch, backbone_weights=backbone_weights)
     dev = resolve_device(r.cfg.train.device); r.to(dev); dtype = amp_dtype(r.cfg.train.amp, dev)
     ds = checkpoint_dataset(r, [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos])
@@ -768,21 +826,25 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
     parent = tracking.start_run(cfg, run_name=f'{cfg.data.dataset}-splits-{cfg.adapters.variant}',
                                 tags={'steanet.kind': 'splits', 'variant': cfg.adapters.variant})
     parent.log_params(flatten_config(cfg))
-    per = {}
-    try:
-        for s in splits:
-            c = copy.deepcopy(cfg); c.data.split = s
-            c.tracking.run_name = f'{cfg.tracking.run_name or cfg.adapters.variant}-split{s:02d}'
-            r = fit(c, parent_run_id=parent.run_id, progress=progress, tags={'split': s})
-            per[s] = {k: v for k, v in r['metrics'].items() if k.startswith('test/') and isinstance(v, (int, float))}
-            per[s].update(run_id=r['run_id'], selection=r['metrics'].get('selection'), best_epoch=r['metrics'].get('best_epoch'))
-        summary = _mean_std(per)
-        parent.log_metrics({f'{k}_mean': v['mean'] for k, v in summary.items()}, flush=True)
-        parent.log_metrics({f'{k}_std': v['std'] for k, v in summary.items()}, flush=True)
-        parent.end('FINISHED')
-    except BaseException:
-        parent.end('FAILED'); raise
+    with tracking.sigterm_as_interrupt():
+        try: per, summary = _train_splits(cfg, splits, parent, progress)
+        except BaseException as e: tracking.log_run_error(parent, e); raise   # Ctrl-C / SIGTERM: KILLED, else FAILED
+    parent.end('FINISHED')
     return {'splits': per, 'summary': summary, 'run_id': parent.run_id}
+
+def _train_splits(cfg, splits, parent, progress) -> tuple:
+    "`(per-split test metrics, their mean and std)`, the splits trained as runs nested under `parent`."
+    per = {}
+    for s in splits:
+        c = copy.deepcopy(cfg); c.data.split = s
+        c.tracking.run_name = f'{cfg.tracking.run_name or cfg.adapters.variant}-split{s:02d}'
+        r = fit(c, parent_run_id=parent.run_id, progress=progress, tags={'split': s})
+        per[s] = {k: v for k, v in r['metrics'].items() if k.startswith('test/') and isinstance(v, (int, float))}
+        per[s].update(run_id=r['run_id'], selection=r['metrics'].get('selection'), best_epoch=r['metrics'].get('best_epoch'))
+    summary = _mean_std(per)
+    parent.log_metrics({f'{k}_mean': v['mean'] for k, v in summary.items()}, flush=True)
+    parent.log_metrics({f'{k}_std': v['std'] for k, v in summary.items()}, flush=True)
+    return per, summary
 
 def _mean_std(per: dict) -> dict:
     "`{metric: {'mean', 'std'}}` over the splits' `test/...` metrics (std 0 for one split)."

@@ -12,18 +12,20 @@ import optuna
 from optuna.trial import TrialState, FrozenTrial
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from .tracking import setup_mlflow, sqlite_init_lock
+from .tracking import (OWNER_TAG, setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info,
+                              worker_is_dead, _proc_start)
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
-                            flatten_config, atomic_write, project_dir, save_config)
+                            flatten_config, atomic_write, project_dir, redact, redacted_dict, restore_secrets,
+                            one_line, save_config)
 
 # %% auto #0
 __all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR', 'SURPLUS_ATTR', 'PARENTS_ATTR',
            'MLFLOW_STATUS', 'ACC_KEYS', 'search_space', 'apply_params', 'trial_config', 'suggest_config',
            'study_directions', 'default_storage_url', 'storage_url', 'describe_storage', 'retry_concurrent',
-           'make_storage', 'make_sampler', 'make_pruner', 'worker_info', 'worker_is_dead', 'counted_trials', 'Recovery',
-           'recover_interrupted', 'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates',
-           'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'study_artifact_dir',
-           'attach_study_artifacts', 'load_trial_config', 'retrain_best']
+           'make_storage', 'make_sampler', 'make_pruner', 'counted_trials', 'Recovery', 'recover_interrupted',
+           'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates', 'pareto_front', 'study_plots',
+           'study_summary', 'open_study', 'run_study', 'study_artifact_dir', 'attach_study_artifacts',
+           'load_trial_config', 'retrain_best']
 
 # %% ../nbs/06_tune.ipynb #67b2c1ca
 ADAPTER_KEYS = {'s': 's_ratio', 't': 't_ratio', 'mlp': 'mlp_ratio', 'tea': 'tea_ratio', 'sea': 'sea_ratio'}
@@ -147,8 +149,8 @@ def make_storage(url: str, heartbeat: int = 30, on_stale: Optional[Callable] = N
         path = url.split(':///', 1)[-1]
         if path and path != ':memory:': Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {'connect_args': {'timeout': 120}}  # several workers on one sqlite file wait, not fail
-    else:
-        engine_kwargs = {'pool_pre_ping': True}
+    else:   # an unreachable server fails in seconds, not after the OS's TCP timeout
+        engine_kwargs = {'pool_pre_ping': True, 'connect_args': {'connect_timeout': 10}}
     kw = {}
     if heartbeat and heartbeat > 0:
         kw = dict(heartbeat_interval=int(heartbeat), grace_period=2 * int(heartbeat))
@@ -207,25 +209,8 @@ def make_pruner(cfg: ExperimentConfig):
 WORKER_ATTR, RUN_ATTR, CONFIG_ATTR, SURPLUS_ATTR = 'steanet.worker', 'steanet.mlflow_run_id', 'steanet.config', 'steanet.surplus'
 PARENTS_ATTR = 'steanet.mlflow_parents'  # {tracking uri: parent run id}
 
-def _proc_start(pid: int) -> Optional[str]:
-    "Start time of process `pid` (clock ticks since boot, Linux), to tell a live pid from a reused one."
-    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]
-    except (OSError, IndexError): return None
-
-def worker_info() -> dict:
-    "What a trial records about the process running it."
-    return {'host': socket.gethostname(), 'pid': os.getpid(), 'start': _proc_start(os.getpid())}
-
-def worker_is_dead(w: Optional[dict], current_trial_id: Optional[int] = None) -> bool:
-    "True when `w` names a process on this host that no longer exists (or whose pid was reused)."
-    if not isinstance(w, dict) or w.get('host') != socket.gethostname() or not w.get('pid'): return False
-    pid = int(w['pid'])
-    if pid == os.getpid() and w.get('start') == _proc_start(pid): return False  # ours: alive by definition
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return True
-    except PermissionError: return False
-    start = _proc_start(pid)
-    return w.get('start') is not None and start is not None and start != w.get('start')
+# `worker_info` / `worker_is_dead` (what a trial records about its process, and whether that process is gone) live in
+# steanet.tracking, which tags every run it opens the same way
 
 def _system_attrs(trial) -> dict:
     "System attrs of a live `optuna.Trial` (Optuna 5 dropped `Trial.system_attrs`) or a `FrozenTrial`."
@@ -317,6 +302,7 @@ class StudyTracker:
             study.set_user_attr(PARENTS_ATTR, {**parents(latest), self.uri: pid})
         else:
             self.client.update_run(pid, status='RUNNING')
+        self.client.set_tag(pid, OWNER_TAG, json.dumps(worker_info()))   # SIGKILLed: the next run closes it (tracking)
         self.parent_id = pid
         return pid
 
@@ -391,6 +377,18 @@ class StudyTracker:
         if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.client.set_terminated(self.parent_id, status='FINISHED')
 
+    def stop(self, study: optuna.Study, error: BaseException):
+        """The study stopped on `error`: its parent run ends KILLED (Ctrl-C, SIGTERM) or FAILED, unless another
+        worker's trial is still running (that worker ends it)."""
+        if not self.enabled or not self.parent_id: return
+        try:
+            if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)): return
+            status = 'KILLED' if isinstance(error, KeyboardInterrupt) else 'FAILED'
+            self.client.set_tag(self.parent_id, 'steanet.status', status)
+            self.client.set_tag(self.parent_id, 'steanet.error', one_line(error, 4000))
+            self.client.set_terminated(self.parent_id, status=status)
+        except Exception as e: warnings.warn(f'MLflow run {self.parent_id}: could not record how the study ended ({one_line(e)})')
+
     def nested_runs(self) -> list:
         "The parent's nested runs (for checks and notebooks)."
         if not self.enabled or not self.parent_id: return []
@@ -443,10 +441,10 @@ def make_objective(cfg: ExperimentConfig, train_records, val_records, tracker: S
         except optuna.TrialPruned: raise
         except BaseException as e:
             import traceback
-            tracker.errors[trial.number] = f'{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}'; raise
+            tracker.errors[trial.number] = redact(f'{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}'); raise
     def _run(trial):
         tcfg = suggest_config(trial, cfg)
-        trial.set_user_attr(CONFIG_ATTR, config_to_dict(tcfg))
+        trial.set_user_attr(CONFIG_ATTR, redacted_dict(tcfg))
         run_id = tracker.start_trial(trial, tcfg)
         if run_id: trial.set_user_attr(RUN_ATTR, run_id)
         def on_epoch_end(epoch, metrics):
@@ -558,15 +556,7 @@ def study_summary(study: optuna.Study, cfg: ExperimentConfig) -> dict:
             out.update(best={'number': b['number'], 'values': b['values'], 'params': b['params']}, best_values=b['values'])
     return out
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    "SIGTERM (a scheduler stopping the job) behaves like Ctrl-C: the trial in flight is failed and re-queued."
-    def handler(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
-    try: old = signal.signal(signal.SIGTERM, handler)
-    except ValueError: old = None  # not the main thread
-    try: yield
-    finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)
+_sigterm_as_interrupt = sigterm_as_interrupt  # SIGTERM (a scheduler stopping the job) behaves like Ctrl-C: the trial in flight is failed and re-queued
 
 def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampler=None):
     "`(study, created, url)`: load the study by name or create it (directions and tags fixed at creation)."
@@ -585,7 +575,7 @@ def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampl
                               f'--study name or the same objectives') from None
     if created:
         study.set_user_attr('objectives', list(cfg.tune.objectives))
-        study.set_user_attr('base_config', config_to_dict(cfg))
+        study.set_user_attr('base_config', redacted_dict(cfg))   # no password in the storage (trials.csv, dashboards)
     return study, created, url
 
 def run_study(cfg: ExperimentConfig, *, fit_fn: Optional[Callable] = None, records: Optional[tuple] = None,
@@ -604,8 +594,8 @@ def _start_study(cfg: ExperimentConfig, names, progress: bool, log, sampler=None
     "`(study, url, tracker, recovery, say)`: the study opened, its parent run attached, interrupted trials recovered."
     from tqdm.auto import tqdm
     recovery = Recovery()
+    tracker = StudyTracker(cfg)             # the tracking store first: an unreachable one fails before the study is touched
     study, created, url = open_study(cfg, recovery, sampler)
-    tracker = StudyTracker(cfg)
     say = log or (lambda s: tqdm.write(s, file=sys.stderr) if progress else None)
     recovery.tracker, recovery.log = tracker, say
     tracker.attach(study, created, tags={
@@ -658,7 +648,7 @@ def _study_outputs(study: optuna.Study, summary: dict, names) -> list:
     out = project_dir() / 'mlruns' / 'studies' / study.study_name
     summary['plots'] = {k: str(v) for k, v in study_plots(study, out, names).items()}
     arts = [Path(p) for p in summary['plots'].values()]
-    try: arts.append(atomic_write(out / 'trials.csv', study.trials_dataframe().to_csv(index=False)))
+    try: arts.append(atomic_write(out / 'trials.csv', redact(study.trials_dataframe().to_csv(index=False))))
     except Exception as e: warnings.warn(f'trials.csv not written: {e}')
     if summary.get('best'):
         best = study.get_trials(deepcopy=False)[summary['best']['number']]
@@ -687,8 +677,18 @@ def attach_study_artifacts(study: optuna.Study, files: Sequence) -> int:
     return n
 
 def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler=None):
+    "The study's steps; SIGTERM acts as Ctrl-C, and whatever stops it ends the parent run (`StudyTracker.stop`)."
+    opened = []                             # [tracker, study] once the parent run is attached
+    with sigterm_as_interrupt():
+        try: return _study_steps(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler, opened)
+        except BaseException as e:
+            if opened: opened[0].stop(opened[1], e)
+            raise
+
+def _study_steps(cfg, t_start, names, fit_fn, records, progress, plots, log, sampler, opened: list):
     from tqdm.auto import tqdm
     study, url, tracker, recovery, say = _start_study(cfg, names, progress, log, sampler)
+    opened += [tracker, study]
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
     state, ran = {}, []
@@ -696,9 +696,7 @@ def _run_study(cfg, t_start, names, fit_fn, records, progress, plots, log, sampl
     bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     bar.update(min(len(counted_trials(study)), cfg.tune.n_trials))
-    try:
-        with _sigterm_as_interrupt():
-            stopped = _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran)
+    try: stopped = _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran)
     finally: bar.close()
     summary = study_summary(study, cfg)
     summary.update(storage=describe_storage(url), parent_run_id=tracker.parent_id, ran=ran, stopped=stopped,
@@ -734,6 +732,7 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     except KeyError:
         raise ConfigError(f'no study {cfg.tune.study!r} in {describe_storage(url)}; check --study and --storage') from None
     t, tcfg = load_trial_config(study, number)
+    tcfg = restore_secrets(tcfg, cfg)       # the stored copy is redacted: this command's secrets connect
     base = study.user_attrs.get('base_config', {})
     tcfg.train.epochs = int(epochs or base.get('train', {}).get('epochs') or cfg.train.epochs)
     tcfg.data.val_fraction = 0.0
@@ -749,15 +748,16 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     if tracker.enabled:
         parent = (study.user_attrs.get(PARENTS_ATTR) or {}).get(tracker.uri)
         tags = {'steanet.kind': 'retrain_best', 'optuna.study': study.study_name, 'optuna.trial_number': str(t.number),
-                'mlflow.runName': tcfg.tracking.run_name}
+                'mlflow.runName': tcfg.tracking.run_name, OWNER_TAG: json.dumps(worker_info())}
         if parent: tags['mlflow.parentRunId'] = parent
         rid = tracker.client.create_run(tracker.experiment_id, run_name=tcfg.tracking.run_name, tags=tags).info.run_id
     fit_fn = fit_fn or default_fit()
     try:
         # val_records=[]: no per-epoch validation (the test split must not choose the checkpoint); test once at the end
-        res = fit_fn(tcfg, train_records=train, val_records=[], test_records=test, class_names=classes, run=rid)
-    except BaseException:
-        if rid: tracker.client.set_terminated(rid, status='FAILED')
+        with sigterm_as_interrupt():
+            res = fit_fn(tcfg, train_records=train, val_records=[], test_records=test, class_names=classes, run=rid)
+    except BaseException as e:
+        if rid: tracker.client.set_terminated(rid, status='KILLED' if isinstance(e, KeyboardInterrupt) else 'FAILED')
         raise
     if rid and tracker.client.get_run(rid).info.status == 'RUNNING': tracker.client.set_terminated(rid, status='FINISHED')
     return {'trial': t.number, 'trial_values': list(t.values), 'params': t.params, 'epochs': tcfg.train.epochs,

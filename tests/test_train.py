@@ -242,6 +242,22 @@ def test_train_against_mlflow_server(synth_root, tmp_path, monkeypatch, mlflow_s
     assert list((d / 'artifacts').rglob('best.safetensors'))
     assert not (Path(os.environ['STEANET_HOME']) / 'mlruns').exists()
 
+    # tracking.uri with a password (no MLFLOW_TRACKING_URI): it connects, no file, param or artifact holds it, and a
+    # resume of the run (whose saved config holds it masked) connects again without being given it
+    monkeypatch.delenv('MLFLOW_TRACKING_URI')
+    secret_url = url.replace('http://', 'http://steanet:Pw0rdSECRET@')
+    cfg = make_config('demo', tiny_overrides(synth_root, **{'tracking.enabled': 'true', 'tracking.uri': secret_url,
+                                                            'train.epochs': 1}))
+    res = fit(cfg, run_dir=tmp_path / 'run2', progress=False, test=False)
+    res2 = fit(None, resume=str(tmp_path / 'run2'), overrides=['train.epochs=2'], progress=False, test=False)
+    assert res2['run_id'] == res['run_id'] and len(res2['history']) == 2
+    run = _post(url + '/api/2.0/mlflow/runs/search', {'experiment_ids': [
+        _get(url + '/api/2.0/mlflow/experiments/get-by-name?experiment_name=demo')['experiment']['experiment_id']]})['runs']
+    assert [r['info']['status'] for r in run] == ['FINISHED']
+    assert {p['key']: p['value'] for p in run[0]['data']['params']}['tracking.uri'] == url.replace('http://', 'http://steanet:***@')
+    leaks = [str(p) for p in tmp_path.rglob('*') if p.is_file() and b'Pw0rdSECRET' in p.read_bytes()]
+    assert not leaks, leaks
+
 
 @pytest.fixture(scope='module')
 def tiny_run(synth_root, tmp_path_factory):
@@ -307,3 +323,4 @@ def test_splits_nested_runs_and_fit_hooks(synth_root, tmp_path):
     assert [e for e, _ in seen] == [1]
     pr = [r for r in client.search_runs([exp_id]) if r.data.tags.get('steanet.status') == 'PRUNED']
     assert len(pr) == 1 and pr[0].info.status == 'KILLED' and pr[0].data.tags['mlflow.parentRunId'] == res['run_id']
+

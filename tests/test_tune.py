@@ -227,3 +227,57 @@ def test_multi_objective_pareto(videos, tmp_path):
     assert all(t.values[1] == t.user_attrs['tunable_params'] for t in st.trials)
     assert 'pareto_front' in s['plots']
     _check_mlflow_matches(st, tmp_path)
+
+
+SECRET = 'Pw0rdSECRET'
+
+
+def _files_with(root, needle):
+    return [str(p) for p in Path(root).rglob('*') if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_password_in_storage_nowhere_and_sigterm_leaves_nothing_running(videos, tmp_path, postgres):
+    """`--storage` with a password against a throw-away PostgreSQL: the password is in no file of the project (run
+    folders, the MLflow store with its params, tags and artifacts, trials.csv, best_config.yaml), in no MLflow value,
+    in none of the study's attributes and on no console line. Then SIGTERM mid-trial: no MLflow run is left RUNNING."""
+    from steanet.tune import RUN_ATTR
+    storage = postgres.replace('steanet@', f'steanet:{SECRET}@')   # trust auth: the server accepts any password
+    args = ['--config', 'demo', '--set', *_overrides(videos, 'secret'), '--storage', storage]
+    import contextlib, io
+    from steanet.cli import main
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e): rc = main(['tune', *args, '--n-trials', '1', '--json'])
+    out, err = o.getvalue(), e.getvalue()
+    assert rc == 0, err[-3000:]
+    assert SECRET not in out + err
+    assert (tmp_path / 'mlruns' / 'studies' / 'secret' / 'trials.csv').is_file()
+    assert (tmp_path / 'mlruns' / 'studies' / 'secret' / 'best_config.yaml').is_file()
+    assert not _files_with(tmp_path, SECRET)
+    cl = _mlflow(tmp_path)
+    exp = [e.experiment_id for e in cl.search_experiments()]
+    runs = cl.search_runs(exp)
+    assert len(runs) == 2                                               # the study's parent and its trial
+    for r in runs:
+        assert not any(SECRET in v for v in {**r.data.params, **r.data.tags}.values()), r.info.run_id
+        if 'tune.storage' in r.data.params: assert f'steanet:***@' in r.data.params['tune.storage']
+    st = optuna.load_study(study_name='secret', storage=storage)
+    sys_attrs = st._storage.get_study_system_attrs(st._study_id)
+    assert SECRET not in repr((st.user_attrs, sys_attrs, [(t.user_attrs, t.system_attrs) for t in st.trials]))
+
+    # the same study continued, stopped by SIGTERM during its next trial: every MLflow run ends
+    p = _cli(args + ['--set', 'tune.epochs=30', '--n-trials', '3'])
+    t0 = time.time()
+    while time.time() - t0 < 240 and p.poll() is None:
+        time.sleep(0.2)
+        st = optuna.load_study(study_name='secret', storage=storage)
+        if [t for t in st.get_trials(states=(TrialState.RUNNING,)) if RUN_ATTR in t.user_attrs]: break
+    assert p.poll() is None, p.communicate()[1][-3000:]
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err and SECRET not in out + err, err[-3000:]
+    running = cl.search_runs(exp, filter_string="attributes.status = 'RUNNING'")
+    assert not running, [(r.info.run_id, r.data.tags.get('steanet.kind')) for r in running]
+    parent = [r for r in cl.search_runs(exp) if r.data.tags.get('steanet.kind') == 'study']
+    assert len(parent) == 1 and parent[0].info.status == 'KILLED'
+    assert not _files_with(tmp_path, SECRET)

@@ -23,7 +23,7 @@ __all__ = ['log', 'VideoDataset', 'build_dataset', 'build_dataloader']
 
 # %% ../../nbs/03d_datasets.ipynb #eb5a462b
 class VideoDataset:
-    """Records -> clips. Items: dict(video, label, index, n_bad). A map-style dataset for `torch.utils.data.DataLoader`.
+    """Records -> clips. Items: dict(video, label, index, n_bad, n_partial). A map-style dataset for `torch.utils.data.DataLoader`.
     `role` (train | val | test; default: train or test as `train` says) sets the views and the short side."""
     def __init__(self, records, class_names, data_cfg: DataConfig, train: bool, *, mean, std, max_substitutions: int = 10,
                  role: Optional[str] = None):
@@ -35,6 +35,8 @@ class VideoDataset:
         self.mean, self.std, self.max_subs = self.transform.mean, self.transform.std, max_substitutions
         self.bad = {}                                   # path -> reason (this process)
         if data_cfg.store: open_store(data_cfg.store).check_size(max(data_cfg.short_side, data_cfg.test_short_side or 0))
+        self.partial = {}                               # path -> sampled frames it could not give (this process)
+        self.n_partial = 0                              # partial items read so far (this process)
 
     def __len__(self): return len(self.records)
 
@@ -61,15 +63,28 @@ class VideoDataset:
             if reader.num_frames <= 0: raise DecodeError(r.path, 'zero frames')
             views = sample_indices(reader.num_frames, dc, self.train, rng, num_clips=self.num_clips)
             frames = reader.get(np.concatenate(views))
+            if reader.missing: self._partial(r.path, reader.missing, len(frames))
         clips = [c for v in range(len(views)) for c in self.transform(frames[v * dc.num_frames:(v + 1) * dc.num_frames], rng)]
         return (clips[0] if len(clips) == 1 else torch.stack(clips)), views
+
+    def _partial(self, path: str, missing: int, n: int):
+        "A partly decodable video: `skip` -> `DecodeError`; `use` -> warned once, counted in `n_partial`."
+        if self.dc.partial_videos == 'skip':
+            raise DecodeError(path, f'partly decodable: {missing} of {n} sampled frames could not be decoded '
+                                    f'(data.partial_videos=skip)')
+        if path not in self.partial:
+            self.partial[path] = missing
+            log.warning('partly decodable video %s: %d of %d sampled frames could not be decoded, each replaced by the '
+                        'last decoded one (data.partial_videos=use; set skip to leave such videos out)', path, missing, n)
+        self.n_partial += 1
 
     def __getitem__(self, index: int) -> dict:
         n_bad, i = 0, index
         for attempt in range(self.max_subs + 1):
             try:
+                seen = self.n_partial
                 video, _ = self.load(i)
-                return dict(video=video, label=self.records[i].label, index=i, n_bad=n_bad)
+                return dict(video=video, label=self.records[i].label, index=i, n_bad=n_bad, n_partial=self.n_partial - seen)
             except DecodeError as e:
                 if self.dc.bad_items == 'raise': raise
                 if e.path not in self.bad:

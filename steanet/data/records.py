@@ -15,9 +15,9 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig, SteanetError, project_dir
 
 # %% auto #0
-__all__ = ['VIDEO_EXTS', 'FORMATS', 'DataError', 'NoSplitError', 'VideoRecord', 'find_fixtures', 'store_sources', 'VideoIndex',
-           'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder', 'load_csv',
-           'load_records', 'carve_validation']
+__all__ = ['VIDEO_EXTS', 'MAX_CLASSES', 'FORMATS', 'DataError', 'NoSplitError', 'VideoRecord', 'find_fixtures', 'store_sources',
+           'VideoIndex', 'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder',
+           'load_csv', 'load_records', 'carve_validation']
 
 # %% ../../nbs/03a_records.ipynb #1c03e8f8
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.gif', '.m4v', '.mpg', '.mpeg', '.wmv', '.3gp',
@@ -53,13 +53,28 @@ def _resolve(p) -> Path:
     p = Path(os.path.expanduser(str(p)))
     return p if p.is_absolute() else project_dir() / p
 
+def _read_text(path: Path) -> str:
+    "An annotation file's text (UTF-8, a BOM accepted); bytes that are not UTF-8 are a `DataError` naming the file."
+    try: return path.read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise DataError(f'{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); save it as UTF-8') from None
+
 def _lines(path: Path):
     "(line number, stripped text) of the non-blank lines of a text file; CRLF and a BOM are accepted."
     if not path.is_file(): raise DataError(f'{path}: annotation file not found')
-    text = path.read_text(encoding='utf-8-sig')
+    text = _read_text(path)
     for i, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if s: yield i, s
+
+MAX_CLASSES = 100_000                                  # as data.num_classes allows
+_INDEX = re.compile(r'-?[0-9]{1,12}')                    # a class index as the list formats write it (ASCII digits)
+
+def _class_count(k: int, source) -> int:
+    "`k` classes implied by the largest label in `source`, refused above `MAX_CLASSES` (a typo, not a dataset)."
+    if k > MAX_CLASSES: raise DataError(f'{source}: label {k - 1} implies {k} classes (at most {MAX_CLASSES}); labels '
+                                        f'are 0-based class indices: fix the label or set data.num_classes')
+    return k
 
 def _subset_key(subset: str) -> str:
     s = subset.lower()
@@ -135,7 +150,7 @@ def read_class_ind(path) -> list:
     path = Path(path); names = {}
     for ln, s in _lines(path):
         parts = s.split(None, 1)
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not re.fullmatch(r'[0-9]{1,9}', parts[0]):
             raise DataError(f'{path}:{ln}: expected "<index> <class name>", got {s!r}')
         i = int(parts[0])
         if i in names: raise DataError(f'{path}:{ln}: index {i} given twice')
@@ -218,7 +233,7 @@ def load_release_json(annotations, root, subset='train', split=1, resolve=True):
     def hook(pairs):
         keys = Counter(k for k, _ in pairs); dup.extend(k for k, c in keys.items() if c > 1)
         return dict(pairs)
-    try: d = json.loads(f.read_text(encoding='utf-8-sig'), object_pairs_hook=hook)
+    try: d = json.loads(_read_text(f), object_pairs_hook=hook)
     except json.JSONDecodeError as e:
         raise DataError(f'{f}:{e.lineno}: invalid JSON ({e.msg}); fix the file') from None
     if not isinstance(d, dict) or 'labels' not in d or 'database' not in d:
@@ -229,14 +244,18 @@ def load_release_json(annotations, root, subset='train', split=1, resolve=True):
         classes_l = read_class_ind(f.parent / 'classInd.txt'); items = []
         for p in lists: items += _parse_split_list(p, classes_l, label_optional=p.name.startswith('test'))
         _warn_duplicate_basenames(items, f'{f} (beside {", ".join(sorted(p.name for p in lists))})')
+    if not isinstance(d['labels'], list) or not all(isinstance(x, str) for x in d['labels']) \
+            or not isinstance(d['database'], dict):
+        raise DataError(f'{f}: "labels" must be a list of class names and "database" an object of entries')
     classes = list(d['labels']); want = {'train': ('training', 'train'), 'test': ('validation', 'testing', 'test')}[sk]
     items = []
     for i, (name, e) in enumerate(d['database'].items(), 1):
         try: sub, lab = e['subset'], e['annotations']['label']
         except (KeyError, TypeError):
             raise DataError(f'{f}: entry {name!r} lacks "subset" or "annotations": {{"label"}}') from None
-        if sub not in want: continue
-        if lab not in classes: raise DataError(f'{f}: entry {name!r}: unknown class {lab!r}; labels: {classes}')
+        if not isinstance(sub, str) or sub not in want: continue
+        if not isinstance(lab, str) or lab not in classes:
+            raise DataError(f'{f}: entry {name!r}: unknown class {lab!r}; labels: {classes}')
         items.append((f'{lab}/{name}', classes.index(lab), lab, f, f'entry {i}'))
     return _finish(items, root, resolve, f), classes
 
@@ -260,7 +279,9 @@ def _class_names_beside(f: Path) -> Optional[list]:
         p = f.parent / n
         if p.is_file():
             if n == 'classInd.txt': return read_class_ind(p)
-            return [s for _, s in _lines(p)]
+            names = [s for _, s in _lines(p)]
+            if not names: raise DataError(f'{p}: no class names (one per line)')
+            return names
     return None
 
 def load_mmaction_list(annotations, root, subset='train', split=1, num_classes=None, resolve=True):
@@ -278,7 +299,7 @@ def load_mmaction_list(annotations, root, subset='train', split=1, num_classes=N
             raise DataError(f'{f}:{ln}: label {label} out of range 0..{(k or 1) - 1} in {s!r}'
                             + ('' if classes else '; set data.num_classes or add a classInd.txt beside the list'))
         raw.append((parts[0], label, f, ln))
-    if classes is None: classes = [f'class_{i}' for i in range(k or (max((r[1] for r in raw), default=-1) + 1))]
+    if classes is None: classes = [f'class_{i}' for i in range(k or _class_count(max((r[1] for r in raw), default=-1) + 1, f))]
     items = [(n, l, classes[l], f, ln) for n, l, f, ln in raw]
     return _finish(items, root, resolve, f), classes
 
@@ -313,25 +334,29 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
     "`path,label[,subset]` rows (optional header); label is a 0-based index or a class name."
     f = _find_list(Path(annotations), _subset_key(subset), split, exts=('.csv',)); sk = _subset_key(subset)
     if not f.is_file(): raise DataError(f'{f}: annotation CSV not found')
-    rows = list(csv.reader(io.StringIO(f.read_text(encoding='utf-8-sig'))))
+    rows = list(csv.reader(io.StringIO(_read_text(f), newline='')))
     start = 1 if rows and rows[0] and rows[0][0].strip().lower() in ('path', 'video', 'file', 'filename') else 0
     raw = []
     for ln, row in enumerate(rows[start:], start + 1):
         row = [c.strip() for c in row]
         if not any(row): continue
         if len(row) < 2: raise DataError(f'{f}:{ln}: expected "path,label[,subset]", got {",".join(row)!r}')
-        if len(row) > 2 and row[2] and _subset_key(row[2]) != sk: continue
+        if len(row) > 2 and row[2]:
+            try: rk = _subset_key(row[2])
+            except DataError: raise DataError(f'{f}:{ln}: unknown subset {row[2]!r} in the third column; use train, '
+                                              f'val or test (or leave it empty)') from None
+            if rk != sk: continue
         if sk == 'val' and f == Path(annotations) and not (len(row) > 2 and row[2]): continue  # one file: val rows say so
         raw.append((row[0], row[1], ln))
     classes = _class_names_beside(f)
     if classes is None:
-        if all(re.fullmatch(r'-?\d+', l) for _, l, _ in raw):
-            k = num_classes or (max((int(l) for _, l, _ in raw), default=-1) + 1)
+        if all(_INDEX.fullmatch(l) for _, l, _ in raw):
+            k = num_classes or _class_count(max((int(l) for _, l, _ in raw), default=-1) + 1, f)
             classes = [f'class_{i}' for i in range(k)]
         else: classes = sorted({l for _, l, _ in raw})
     items = []
     for n, l, ln in raw:
-        if re.fullmatch(r'-?\d+', l):
+        if _INDEX.fullmatch(l):
             li = int(l)
             if not 0 <= li < len(classes): raise DataError(f'{f}:{ln}: label {li} out of range 0..{len(classes) - 1}')
         elif l in classes: li = classes.index(l)
