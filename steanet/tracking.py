@@ -14,7 +14,7 @@ from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, 
                             project_dir, redact)
 
 # %% auto #0
-__all__ = ['DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'EXPERIMENT_KIND', 'TrackingError', 'tracking_uri', 'artifact_location',
+__all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
            'check_tracking', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics',
            'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs', 'sigterm_as_interrupt',
            'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure', 'per_class_report',
@@ -24,6 +24,7 @@ __all__ = ['DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'EXPERIMENT_KIND', 'Trackin
            'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
+EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
 class TrackingError(SteanetError, RuntimeError):
     "The MLflow store cannot be used (unreachable server, bad URI); the message names the URI and the fix."
 
@@ -462,7 +463,6 @@ def log_run_error(run: Run, error: BaseException, stopped: bool = False):
 
 # %% ../nbs/04_tracking.ipynb #e14a0002
 MODEL_NAME = 'model'                 # the artifact name of a run's MLflow Model: runs:/<id>/model
-EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
 
 def prob_columns(class_names: Sequence[str]) -> list:
     "The output columns of the per-class probabilities: `prob_<class>`, in the checkpoint's class order."
