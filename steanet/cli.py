@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redacted_dict, show_config)
+                            list_presets, make_config, redacted_dict, show_config, validate_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args', 'make_parser', 'is_expected',
-           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'scalar_metrics', 'train_cmd',
-           'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd',
-           'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'tune_cmd', 'explain_parser',
-           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'usage', 'main']
+           'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser', 'preflight', 'smoke_overrides',
+           'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd',
+           'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function',
+           'best_trial_table', 'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd',
+           'convert_parser', 'convert_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -119,9 +120,9 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
     try: return _execute(command, argv)
     except UsageError as e:
         print(e.usage, end='', file=sys.stderr); _fail(name, e, as_json); return 2
-    except KeyboardInterrupt:
-        hint = f'; {command.interrupted}' if command.interrupted else ''
-        _report(name, 'interrupted' + hint, as_json, 'interrupted', 'KeyboardInterrupt'); return 130
+    except KeyboardInterrupt as e:                                   # a training's own line says where and how to resume
+        line = str(e) or 'interrupted' + (f'; {command.interrupted}' if command.interrupted else '')
+        _report(name, line, as_json, str(e) or 'interrupted', type(e).__name__); return 130
     except Exception as e:
         if not is_expected(e):
             if as_json: print(json.dumps({'error': str(e), 'type': type(e).__name__}), flush=True)
@@ -138,7 +139,29 @@ def train_parser() -> Parser:
     p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also save the resume state every N optimiser steps within an epoch (0: at epoch ends only)')
     p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
+    g = p.add_argument_group('smoke run (the run is tagged steanet.smoke=true)')
+    g.add_argument('--max-steps', type=int, metavar='N', help='stop after N optimiser steps, then validate and test (train.max_steps)')
+    g.add_argument('--limit-batches', type=int, metavar='N', help='at most N batches per train, val and test pass (train.limit_batches)')
     return p
+
+def _weights_file(cfg: ExperimentConfig):
+    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
+    p = cfg.backbone.pretrained
+    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
+        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
+                          f'such as openai')
+
+def preflight(cfg: ExperimentConfig) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
+    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
+    validate_config(cfg, run=True); _weights_file(cfg)
+    from steanet.data import check_dataset                   # light: no torch, no decoders
+    return check_dataset(cfg)
+
+def smoke_overrides(a) -> list:
+    "`--set` plus `--max-steps` / `--limit-batches` as overrides."
+    return list(a.overrides) + [f'train.{k}={v}' for k, v in (('max_steps', a.max_steps), ('limit_batches', a.limit_batches))
+                                if v is not None]
 
 def scalar_metrics(m: dict) -> dict:
     "The numbers of a metrics dict (no confusion matrix, no per-class lists)."
@@ -146,9 +169,11 @@ def scalar_metrics(m: dict) -> dict:
 
 def train_cmd(a) -> Outcome:
     "`steanet train`: `fit` on the config built from `--config` and `--set`, or `--resume` a run."
-    cfg = None if a.resume else make_config(a.config, a.overrides)
+    ov = smoke_overrides(a)
+    cfg = None if a.resume else make_config(a.config, ov)
+    data = None if a.resume else preflight(cfg)
     from steanet.train import dist_info, fit
-    res = fit(cfg, overrides=a.overrides if a.resume else (), resume=a.resume, run_dir=a.run_dir,
+    res = fit(cfg, overrides=ov if a.resume else (), resume=a.resume, run_dir=a.run_dir,
               checkpoint_every=a.checkpoint_every, progress=progress(a), test=not a.no_test)
     if dist_info()[0] != 0: return Outcome()                                # DDP: rank 0 reports
     m = res['metrics']
@@ -157,6 +182,10 @@ def train_cmd(a) -> Outcome:
     text += [f'  {k:<22} {m[k]:.4f}' for k in ('best_val_top1', 'test/top1', 'test/top5', 'test/mean_class_acc',
                                                  'test/macro_f1') if m.get(k) is not None]
     text.append(f"best checkpoint {res['best_checkpoint']}")
+    if data: text.insert(0, f"dataset: {len(data['classes'])} classes ({', '.join(data['classes'][:8])}"
+                            f"{', ...' if len(data['classes']) > 8 else ''}); "
+                            + ', '.join(f'{k} {v}' for k, v in data['counts'].items()) + ' videos')
+    if res.get('smoke'): text.append(f"smoke run ({res['smoke']}): tagged steanet.smoke=true, not a result")
     result = {**{k: v for k, v in res.items() if k not in ('history', 'metrics')}, 'metrics': scalar_metrics(m)}
     return Outcome(result, '\n'.join(text))
 
@@ -252,7 +281,10 @@ def demo_cmd(a) -> Outcome:
     res = run_demo(a.overrides, variants=variants, n_per_class=a.n_per_class, pretrain={'steps': a.pretrain_steps},
                    seed=a.seed, progress=progress(a))
     text = (f"{demo_table(res)}\n\n{len(res['runs'])} runs in MLflow experiment '{res['experiment']}' at "
-            f"{res['tracking_uri']} ({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}")
+            f"{res['tracking_uri']} ({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}\n"
+            f"The pre-trained tiny backbone, for your own videos: {res['backbone_weights']}\n  steanet train --config folder "
+            f"--set data.root=DIR backbone.name=steanet-tiny backbone.pretrained={res['backbone_weights']} "
+            f"data.input_size=32 data.short_side=32")
     return Outcome({**res, 'threads': threads}, text)
 
 # %% ../nbs/09_cli.ipynb #c1b63a02
@@ -297,16 +329,27 @@ def load_function(spec: str) -> Callable:
     except (ImportError, AttributeError) as e: raise ConfigError(f'--fit {spec!r}: {e}') from e
 
 # %% ../nbs/09_cli.ipynb #9a9f8066
+def _fmt(v) -> str:
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+def best_trial_table(best: dict, objectives=('accuracy',)) -> str:
+    "The best trial as a short two-column table: its value(s), then one row per parameter."
+    vals = best.get('values') or [best.get('value')]
+    rows = [(f'value ({o})', _fmt(v)) for o, v in zip(objectives, vals)] + [(k, _fmt(v)) for k, v in best['params'].items()]
+    w = max(len(k) for k, _ in rows)
+    return '\n'.join([f"best trial {best['number']}:"] + [f'  {k:<{w}}  {v}' for k, v in rows])
+
 def _study_text(out: dict, cfg: ExperimentConfig) -> str:
     states = ', '.join(f'{k.lower()} {v}' for k, v in out['states'].items() if v)
     lines = [f"study {out['study']}: {out['n_counted']}/{cfg.tune.n_trials} trials ({states}), {out['seconds']:.0f}s"]
-    if out.get('best'): lines.append(f"best: trial {out['best']['number']} {out.get('best_values')} {out['best']['params']}")
+    if out.get('best'): lines.append(best_trial_table(out['best'], cfg.tune.objectives))
     lines += [f"  pareto: trial {p['number']} {p['values']}" for p in out.get('pareto_front', [])]
     return '\n'.join(lines)
 
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
+    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:

@@ -624,7 +624,8 @@ def _result(tr: Training, final: dict) -> dict:
     return {'metrics': final, 'history': tr.history, 'tunable_params': tr.meta['tunable_params'],
             'total_params': tr.meta['total_params'], 'run_dir': str(tr.run_dir), 'run_id': tr.run.run_id,
             'best_checkpoint': str(tr.run_dir / 'best.safetensors'), 'last_checkpoint': str(tr.run_dir / 'last.safetensors'),
-            'class_names': tr.class_names, 'seconds': time.time() - tr.t_start, 'world_size': tr.world}
+            'class_names': tr.class_names, 'seconds': time.time() - tr.t_start, 'world_size': tr.world,
+            'smoke': smoke_tags(tr.cfg).get('steanet.smoke_limits')}
 
 def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, val_records=None, test_records=None,
         class_names=None, on_epoch_end: Optional[Callable] = None, run=None, parent_run_id: Optional[str] = None,
