@@ -375,7 +375,9 @@ def explain_parser() -> Parser:
     p.add_argument('--limit', type=int, help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=int, help='class to explain (default: the predicted one)')
     p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json)')
-    p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves')
+    p.add_argument('--faithfulness', action='store_true',
+                   help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
+    p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
     p.add_argument('--steps', type=int, default=16, help='points of each deletion/insertion curve - 1')
     p.add_argument('--random', type=int, default=4, help='random orderings to compare against')
     p.add_argument('--max-figures', type=int, default=8, help='draw figures/GIFs for at most N clips')
@@ -390,11 +392,16 @@ def explain_cmd(a) -> Outcome:
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
     from steanet.explain import explain_run, summary_table
     res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
-                      target=a.target, out=a.out, overrides=a.overrides, faithfulness=not a.no_faithfulness,
+                      target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
                       mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
                       allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a))
-    text = (f"{summary_table(res)}\n{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
+    times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
+    preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
+             + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
+             for c in res['clips'][:a.max_figures]]
+    text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
+            f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
             + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else ''))
     return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
                         out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id']), text)
