@@ -483,7 +483,10 @@ EVAL_KEYS = ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss')   # the metri
 def validate(tr: Training, epoch: int, progress: bool = False) -> dict:
     "`val/...` metrics after `epoch`, or `{}` when there is no validation set or this is not a validation epoch."
     tc = tr.cfg.train
-    if tr.val_ds is None or not ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or tr.at_max_steps): return {}
+    if tr.val_ds is None: return {}
+    if tc.max_steps is not None:                                   # a smoke run validates once, after its last step
+        if not (tr.at_max_steps or epoch + 1 == tc.epochs): return {}
+    elif not ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs): return {}
     m = evaluate(tr.net, _eval_loader(tr.cfg, tr.val_ds, tr.device, tr.rank, tr.world), tr.device, tr.dtype,
                  tr.cfg.data.num_classes, desc='val', progress=progress and tr.is_main)
     return {f'val/{k}': m[k] for k in EVAL_KEYS}
