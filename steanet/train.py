@@ -225,11 +225,17 @@ def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, tes
         class_names = [names.get(i, str(i)) for i in range(k)]
     return list(train_records), list(val_records or []), list(test_records or []), list(class_names)
 
+def _workers_ignore_stops(_):
+    "Loader workers ignore Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole group): the trainer stops them."
+    signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None):
     "A DataLoader over explicit index batches (training) or in order (evaluation)."
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
               persistent_workers=False)
-    if num_workers > 0: kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
+    if num_workers > 0:
+        kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
+        kw['worker_init_fn'] = _workers_ignore_stops
     if batches is not None: return torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
 
