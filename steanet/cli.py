@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config, validate_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args',
            'make_parser', 'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser',
-           'register_overrides', 'scalar_metrics', 'train_cmd', 'parse_splits', 'splits_parser', 'splits_cmd',
-           'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd', 'demo_parser', 'demo_cmd', 'tune_parser',
-           'tune_config', 'load_function', 'tune_cmd', 'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd',
-           'convert_parser', 'convert_cmd', 'check_data_parser', 'check_data_text', 'check_data_cmd',
-           'prepare_data_parser', 'prepare_data_cmd', 'bench_parser', 'bench_cmd', 'usage', 'main']
+           'register_overrides', 'preflight', 'smoke_overrides', 'scalar_metrics', 'train_cmd', 'parse_splits',
+           'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd', 'demo_parser',
+           'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd', 'explain_parser',
+           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'check_data_parser',
+           'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd', 'bench_parser', 'bench_cmd',
+           'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -133,9 +134,9 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
     try: return _execute(command, argv)
     except UsageError as e:
         print(e.usage, end='', file=sys.stderr); _fail(name, e, as_json); return 2
-    except KeyboardInterrupt:
-        hint = f'; {command.interrupted}' if command.interrupted else ''
-        _report(name, 'interrupted' + hint, as_json, 'interrupted', 'KeyboardInterrupt'); return 130
+    except KeyboardInterrupt as e:                                   # a training's own line says where and how to resume
+        line = str(e) or 'interrupted' + (f'; {command.interrupted}' if command.interrupted else '')
+        _report(name, line, as_json, str(e) or 'interrupted', type(e).__name__); return 130
     except Exception as e:
         if not is_expected(e):
             if as_json: print(json.dumps({'error': redact(str(e)), 'type': type(e).__name__}), flush=True)
@@ -156,11 +157,33 @@ def train_parser() -> Parser:
     p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
     p.add_argument('--register', metavar='NAME', help="register the run's MLflow Model as a new version of NAME "
                    "(tracking.register); load it later as models:/NAME/<version>")
+    g = p.add_argument_group('smoke run (the run is tagged steanet.smoke=true)')
+    g.add_argument('--max-steps', type=int, metavar='N', help='stop after N optimiser steps, then validate and test (train.max_steps)')
+    g.add_argument('--limit-batches', type=int, metavar='N', help='at most N batches per train, val and test pass (train.limit_batches)')
     return p
 
 def register_overrides(a) -> list:
     "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
     return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
+
+def _weights_file(cfg: ExperimentConfig):
+    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
+    p = cfg.backbone.pretrained
+    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
+        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
+                          f'such as openai')
+
+def preflight(cfg: ExperimentConfig) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
+    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
+    validate_config(cfg, run=True); _weights_file(cfg)
+    from steanet.data import check_dataset                   # light: no torch, no decoders
+    return check_dataset(cfg)
+
+def smoke_overrides(a) -> list:
+    "`--set` plus `--max-steps` / `--limit-batches` as overrides."
+    return list(a.overrides) + [f'train.{k}={v}' for k, v in (('max_steps', a.max_steps), ('limit_batches', a.limit_batches))
+                                if v is not None]
 
 def scalar_metrics(m: dict) -> dict:
     "The numbers of a metrics dict (no confusion matrix, no per-class lists)."
@@ -169,11 +192,13 @@ def scalar_metrics(m: dict) -> dict:
 def train_cmd(a) -> Outcome:
     "`steanet train`: `fit` on the config built from `--config` and `--set`, or `--resume` a run."
     a.overrides = register_overrides(a)
-    cfg = None if a.resume else make_config(a.config, a.overrides)
+    ov = smoke_overrides(a)
+    cfg = None if a.resume else make_config(a.config, ov)
+    data = None if a.resume else preflight(cfg)
     from steanet.train import dist_info, fit
     if a.resume and (a.run_dir or a.overwrite):
         raise ConfigError('--resume continues the run in its own folder: drop --run-dir / --overwrite')
-    res = fit(cfg, overrides=a.overrides if a.resume else (), resume=a.resume, run_dir=a.run_dir,
+    res = fit(cfg, overrides=ov if a.resume else (), resume=a.resume, run_dir=a.run_dir,
               checkpoint_every=a.checkpoint_every, progress=progress(a), test=not a.no_test, overwrite=a.overwrite)
     if dist_info()[0] != 0: return Outcome()                                # DDP: rank 0 reports
     m = res['metrics']
@@ -185,6 +210,10 @@ def train_cmd(a) -> Outcome:
     if sel: text.append(f"selected epoch {m.get('best_epoch')} by {sel['selection']} (validation: {sel['val_source']}"
                         f"{' ' + sel['val_param'] if sel.get('val_param') else ''}); the test split was read once, after it")
     text.append(f"best checkpoint {res['best_checkpoint']}")
+    if data: text.insert(0, f"dataset: {len(data['classes'])} classes ({', '.join(data['classes'][:8])}"
+                            f"{', ...' if len(data['classes']) > 8 else ''}); "
+                            + ', '.join(f'{k} {v}' for k, v in data['counts'].items()) + ' videos')
+    if res.get('smoke'): text.append(f"smoke run ({res['smoke']}): tagged steanet.smoke=true, not a result")
     result = {**{k: v for k, v in res.items() if k not in ('history', 'metrics')}, 'metrics': scalar_metrics(m),
               'selection': sel}
     return Outcome(result, '\n'.join(text))
@@ -288,7 +317,10 @@ def demo_cmd(a) -> Outcome:
     res = run_demo(a.overrides, variants=variants, n_per_class=a.n_per_class, pretrain={'steps': a.pretrain_steps},
                    seed=a.seed, progress=progress(a))
     text = (f"{demo_table(res)}\n\n{len(res['runs'])} runs in MLflow experiment '{res['experiment']}' at "
-            f"{res['tracking_uri']} ({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}")
+            f"{res['tracking_uri']} ({res['seconds']:.0f} s).\nOpen the UI: {res['ui']}\n"
+            f"The pre-trained tiny backbone, for your own videos: {res['backbone_weights']}\n  steanet train --config folder "
+            f"--set data.root=DIR backbone.name=steanet-tiny backbone.pretrained={res['backbone_weights']} "
+            f"data.input_size=32 data.short_side=32")
     return Outcome({**res, 'threads': threads}, text)
 
 # %% ../nbs/09_cli.ipynb #c1b63a02
@@ -334,16 +366,27 @@ def load_function(spec: str) -> Callable:
     except (ImportError, AttributeError) as e: raise ConfigError(f'--fit {spec!r}: {e}') from e
 
 # %% ../nbs/09_cli.ipynb #9a9f8066
+def _fmt(v) -> str:
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+def best_trial_table(best: dict, objectives=('accuracy',)) -> str:
+    "The best trial as a short two-column table: its value(s), then one row per parameter."
+    vals = best.get('values') or [best.get('value')]
+    rows = [(f'value ({o})', _fmt(v)) for o, v in zip(objectives, vals)] + [(k, _fmt(v)) for k, v in best['params'].items()]
+    w = max(len(k) for k, _ in rows)
+    return '\n'.join([f"best trial {best['number']}:"] + [f'  {k:<{w}}  {v}' for k, v in rows])
+
 def _study_text(out: dict, cfg: ExperimentConfig) -> str:
     states = ', '.join(f'{k.lower()} {v}' for k, v in out['states'].items() if v)
     lines = [f"study {out['study']}: {out['n_counted']}/{cfg.tune.n_trials} trials ({states}), {out['seconds']:.0f}s"]
-    if out.get('best'): lines.append(f"best: trial {out['best']['number']} {out.get('best_values')} {out['best']['params']}")
+    if out.get('best'): lines.append(best_trial_table(out['best'], cfg.tune.objectives))
     lines += [f"  pareto: trial {p['number']} {p['values']}" for p in out.get('pareto_front', [])]
     return '\n'.join(lines)
 
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
+    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:
@@ -369,7 +412,9 @@ def explain_parser() -> Parser:
     p.add_argument('--limit', type=int, help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=int, help='class to explain (default: the predicted one)')
     p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json)')
-    p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves')
+    p.add_argument('--faithfulness', action='store_true',
+                   help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
+    p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
     p.add_argument('--steps', type=int, default=16, help='points of each deletion/insertion curve - 1')
     p.add_argument('--random', type=int, default=4, help='random orderings to compare against')
     p.add_argument('--max-figures', type=int, default=8, help='draw figures/GIFs for at most N clips')
@@ -384,11 +429,16 @@ def explain_cmd(a) -> Outcome:
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
     from steanet.explain import explain_run, summary_table
     res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
-                      target=a.target, out=a.out, overrides=a.overrides, faithfulness=not a.no_faithfulness,
+                      target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
                       mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
                       allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a))
-    text = (f"{summary_table(res)}\n{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
+    times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
+    preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
+             + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
+             for c in res['clips'][:a.max_figures]]
+    text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
+            f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
             + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else ''))
     return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
                         out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id']), text)

@@ -247,8 +247,8 @@ class TuneConfig:
 @dataclass
 class ExplainConfig:
     "Captum attributions."
-    methods: tuple = checked(('ig', 'occlusion', 'saliency', 'tokens', 'temporal'),
-                             items(str, EXPLAIN_METHODS, least=1, most=6, unique=True))  # which maps to compute
+    methods: tuple = checked(('ig', 'saliency', 'temporal'),
+                             items(str, EXPLAIN_METHODS, least=1, most=6, unique=True))  # which maps to compute: the cheap ones by default (occlusion, tokens, smoothgrad on request)
     target: Optional[int] = checked(None, '[0, 100000]')  # class to explain; None: the predicted class
     ig_steps: int = checked(32, '[1, 10000]')    # Integrated Gradients steps
     internal_batch_size: int = checked(8, '[1, 4096]')  # IG internal batch (bounds memory)

@@ -22,8 +22,9 @@ from . import tracking
 
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZE_BINS', 'PRETRAIN_VERSION', 'DEMO_VARIANTS', 'QUICK_DEMO', 'render_frames',
-           'pretrain_tiny_backbone', 'shuffle_frames', 'demo_videos', 'demo_store', 'shuffled_test', 'run_demo',
-           'find_demo_checkpoint', 'demo_checkpoint', 'default_threads', 'demo_table']
+           'pretrain_tiny_backbone', 'shuffle_frames', 'demo_videos', 'demo_store', 'shuffled_test',
+           'demo_backbone_path', 'publish_demo_backbone', 'run_demo', 'find_demo_checkpoint', 'demo_checkpoint',
+           'default_threads', 'demo_table']
 
 # %% ../nbs/05a_demo.ipynb #48694f6f
 PALETTE = np.array([[225, 70, 40], [40, 105, 230], [60, 190, 70], [230, 210, 50],
@@ -178,11 +179,24 @@ def shuffled_test(cfg: ExperimentConfig, result: dict, seed: int = 0) -> float:
         tracking.attach_run(cfg, result['run_id']).log_metrics({'test/shuffled_top1': acc}, step=cfg.train.epochs, flush=True)
     return acc
 
+def demo_backbone_path() -> Path:
+    "The stable path of the demo's pre-trained tiny backbone: `<project>/.cache/steanet/backbones/steanet-tiny-demo.safetensors`."
+    return cache_dir('backbones') / 'steanet-tiny-demo.safetensors'
+
+def publish_demo_backbone(weights) -> Path:
+    "Copy the pre-trained tower `weights` (and its recipe JSON) to `demo_backbone_path()` (atomically, if it differs)."
+    out, src = demo_backbone_path(), Path(weights)
+    if src.resolve() != out.resolve() and (not out.exists() or out.read_bytes() != src.read_bytes()):
+        atomic_write(out, src.read_bytes())
+        if src.with_suffix('.json').exists(): atomic_write(out.with_suffix('.json'), src.with_suffix('.json').read_bytes())
+    return out
+
 def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIANTS, n_per_class: int = 32,
              test_per_class: int = 16, video_frames: int = 16, pretrain: Optional[dict] = None, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool = True, publish: bool = True) -> dict:
     """The whole demo; returns `{'seconds', 'runs': {variant: {...}}, 'experiment', 'tracking_uri', 'ui', ...}`.
-    `pretrain`: keyword arguments for `pretrain_tiny_backbone` (steps, batch_size, lr, n_images, cache)."""
+    `pretrain`: keyword arguments for `pretrain_tiny_backbone` (steps, batch_size, lr, n_images, cache); `publish`:
+    copy the tower to `demo_backbone_path()` (the result's `backbone_weights`)."""
     t0 = time.time()
     base = make_config('demo', list(overrides))
     root = demo_videos(base, n_per_class, test_per_class, video_frames, seed, progress)
@@ -203,7 +217,7 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
           else f'open {uri}')
     return {'seconds': time.time() - t0, 'data_seconds': t_data, 'pretrain_seconds': t_pre, 'runs': runs,
             'experiment': base.tracking.experiment or 'demo', 'tracking_uri': uri, 'ui': ui,
-            'backbone_weights': str(weights), 'store': str(store)}
+            'backbone_weights': str(publish_demo_backbone(weights) if publish else weights), 'store': str(store)}
 
 # %% ../nbs/05a_demo.ipynb #cc1e3d4c
 def find_demo_checkpoint(root=None) -> Optional[Path]:
@@ -230,7 +244,7 @@ def _quick_demo(progress: bool = False) -> Path:
     q = QUICK_DEMO
     r = run_demo(overrides=['tracking.enabled=false', f'data.root={home / "videos"}', f'train.out_dir={home / "runs"}',
                             *q['overrides']], variants=('steanet',), n_per_class=q['n_per_class'],
-                 test_per_class=q['test_per_class'], pretrain=dict(q['pretrain']), progress=progress)
+                 test_per_class=q['test_per_class'], pretrain=dict(q['pretrain']), progress=progress, publish=False)
     return Path(r['runs']['steanet']['checkpoint'])
 
 def demo_checkpoint(train_if_missing: bool = True, quick: bool = False, progress: bool = False) -> Path:

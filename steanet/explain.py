@@ -23,8 +23,8 @@ __all__ = ['METHODS', 'as_clip', 'model_device', 'model_norm', 'make_baseline', 
            'integrated_gradients', 'saliency', 'smoothgrad', 'occlusion', 'temporal_ablation', 'patch_layer',
            'token_attribution', 'attribute', 'explain_clip', 'pointing_game', 'mass_in_mask', 'deletion_insertion',
            'clip_frames', 'plot_attribution', 'plot_methods', 'overlay_frames', 'gif_bytes', 'save_gif', 'save_figure',
-           'evaluate_attributions', 'summary_table', 'load_explain_model', 'clip_items', 'video_records', 'ClipWriter',
-           'summary_metrics', 'log_explanation', 'explain_run']
+           'predicted', 'evaluate_attributions', 'summary_table', 'load_explain_model', 'clip_items', 'video_records',
+           'ClipWriter', 'summary_metrics', 'log_explanation', 'explain_run']
 
 # %% ../nbs/07_explain.ipynb #261c3751
 METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')
@@ -323,24 +323,34 @@ def clip_frames(clip, mean=None, std=None) -> np.ndarray:
         x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
     return rearrange(x.clamp(0, 1), 'c t h w -> t h w c').numpy()
 
-def _sign(a: Attribution, sign=None) -> str: return sign or ('positive' if a.signed else 'absolute_value')
+def _signed(a: Attribution, sign=None) -> bool:
+    "Draw `a` signed (diverging colours around 0) unless it is a magnitude or `sign='absolute_value'` is asked for."
+    return a.signed and sign != 'absolute_value'
 
-def _draw_mosaic(ax, frames, amap=None, sign='positive', cmap='inferno', alpha=0.55, outlier_perc=1, mask=None):
-    from captum.attr import visualization as viz
+def _scale(a: np.ndarray, outlier_perc: float = 1) -> float:
+    "One colour scale for the whole clip: the (100 - outlier_perc)th percentile of |a| (its max if that is 0)."
+    m = np.abs(a); v = float(np.percentile(m, 100 - outlier_perc)) if m.size else 0.0
+    return v if v > 0 else float(m.max()) if m.size and m.max() > 0 else 1.0
+
+def _draw_mosaic(ax, frames, amap=None, signed=True, alpha=0.85, outlier_perc=1, mask=None):
+    """The clip's frames side by side `h (t w)`; with `amap`, its grey frames under the map (RdBu_r centred at 0 when
+    `signed`, else inferno from 0), opacity growing with |value|. Returns the map's image (for a colour bar) or None."""
     T, H, W = frames.shape[:3]
-    img = rearrange(frames, 't h w c -> h (t w) c')
-    if amap is None:
-        ax.imshow(img); ax.set_xticks([]); ax.set_yticks([])
+    img = rearrange(frames, 't h w c -> h (t w) c'); im = None
+    if amap is None: ax.imshow(img)
     else:
-        a = rearrange(torch.as_tensor(amap).float().numpy(), 't h w -> h (t w)')
-        if not np.abs(a).max() > 0: a = a + 1e-12   # Captum cannot scale an all-zero map
-        viz.visualize_image_attr(a, img, method='blended_heat_map', sign=sign, plt_fig_axis=(ax.figure, ax),
-                                 cmap=cmap, alpha_overlay=alpha, outlier_perc=outlier_perc, use_pyplot=False)
+        a = rearrange(torch.as_tensor(amap).float().numpy(), 't h w -> h (t w)'); v = _scale(a, outlier_perc)
+        ax.imshow(img.mean(-1), cmap='gray', vmin=0, vmax=1)
+        opacity = alpha * np.clip(np.abs(a) / v, 0, 1) ** 0.5
+        im = ax.imshow(a if signed else np.abs(a), cmap='RdBu_r' if signed else 'inferno',
+                       vmin=-v if signed else 0, vmax=v, alpha=opacity, interpolation='nearest')
+    ax.set_xticks([]); ax.set_yticks([])
     if mask is not None:
         mm = rearrange(_fit_mask(mask, (T, H, W)).float().numpy(), 't h w -> h (t w)')
-        if mm.any(): ax.contour(mm, levels=[0.5], colors='cyan', linewidths=0.8)
+        if mm.any(): ax.contour(mm, levels=[0.5], colors='lime', linewidths=0.8)
     for t in range(1, T): ax.axvline(t * W - 0.5, color='white', lw=1)
     ax.set_xlim(-0.5, T * W - 0.5)
+    return im
 
 def _draw_curve(ax, curves: dict, T, W):
     xs = (np.arange(T) + 0.5) * W
@@ -356,19 +366,22 @@ def _draw_curve(ax, curves: dict, T, W):
     ax.set_xticks(xs); ax.set_xticklabels([f't={t}' for t in range(T)], fontsize=7)
 
 def plot_attribution(clip, attr: Attribution, mean=None, std=None, class_names=None, sign=None, title=None, mask=None):
-    "Frames, their overlay with `attr`'s map (one shared scale) and the temporal curve under them."
+    "Frames, their overlay with `attr`'s map (one shared scale, colour bar) and the temporal curve under them."
     return plot_methods(clip, {attr.method: attr}, mean, std, class_names=class_names, sign=sign, title=title, mask=mask)
 
 def plot_methods(clip, attrs: dict, mean=None, std=None, class_names=None, sign=None, title=None, mask=None):
-    "Several methods side by side: the frames, one overlay row per method (ground-truth `mask` outlined), the curves."
+    """Several methods side by side: the frames, one overlay row per method with its colour bar (signed maps: red for,
+    blue against the class, centred at 0; ground-truth `mask` outlined), the per-frame curves."""
     from matplotlib.figure import Figure
     frames = clip_frames(clip, mean, std); T, H, W = frames.shape[:3]
-    n = len(attrs); width = min(2 + 1.4 * T, 24); row = width / T * H / W + 0.25
-    fig = Figure(figsize=(width, row * (n + 1) + 1.6), layout='constrained')
+    n = len(attrs); width = min(3 + 1.4 * T, 24); row = (width - 1) / T * H / W + 0.3
+    fig = Figure(figsize=(width, row * (n + 1) + 1.8), layout='constrained')
     axs = fig.subplots(n + 2, 1, height_ratios=[row] * (n + 1) + [1.6])
     _draw_mosaic(axs[0], frames); axs[0].set_ylabel('clip', fontsize=8)
     for ax, (name, a) in zip(axs[1:], attrs.items()):
-        _draw_mosaic(ax, frames, a.map, sign=_sign(a, sign), mask=mask); ax.set_ylabel(name, fontsize=8)
+        im = _draw_mosaic(ax, frames, a.map, signed=_signed(a, sign), mask=mask)
+        ax.set_ylabel(name + ('' if _signed(a, sign) else ' |.|'), fontsize=8)
+        cb = fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01); cb.ax.tick_params(labelsize=6)
     _draw_curve(axs[-1], {k: a.curve for k, a in attrs.items()}, T, W)
     a0 = next(iter(attrs.values()))
     cls = class_names[a0.target] if class_names is not None else a0.target
@@ -376,20 +389,33 @@ def plot_methods(clip, attrs: dict, mean=None, std=None, class_names=None, sign=
     return fig
 
 # %% ../nbs/07_explain.ipynb #3cde807b
-def overlay_frames(clip, attr: Attribution, mean=None, std=None, scale: int = 4, alpha: float = 0.5,
-                   cmap: str = 'inferno', sign=None) -> np.ndarray:
-    "`(T, H*scale, W*scale, 3)` uint8 frames with the attribution blended in (one scale for the whole clip)."
+def _font(size: int):
+    from PIL import ImageFont
+    try: return ImageFont.load_default(size=size)
+    except TypeError: return ImageFont.load_default()             # Pillow < 10.1: the small bitmap font
+
+def overlay_frames(clip, attr: Attribution, mean=None, std=None, scale: Optional[int] = None, alpha: float = 0.85,
+                   sign=None, label: str = '', min_height: int = 224) -> np.ndarray:
+    """`(T, H', W', 3)` uint8 GIF frames: the clip (left) and its overlay (right; signed maps RdBu_r centred at 0, one
+    scale for the clip), enlarged `scale` times (default: to at least `min_height` pixels), under a caption line with
+    the frame number, the method and `label` (e.g. the predicted and true class)."""
     import matplotlib
-    frames = clip_frames(clip, mean, std)
-    a = attr.map.float().numpy()
-    a = np.abs(a) if _sign(attr, sign) == 'absolute_value' else np.clip(a, 0, None)
-    vmax = np.percentile(a[a > 0], 99) if (a > 0).any() else 1.0
-    heat = matplotlib.colormaps[cmap](np.clip(a / vmax, 0, 1))[..., :3]
-    grey = repeat(frames.mean(-1), 't h w -> t h w c', c=3)
-    out = (1 - alpha) * np.where(a[..., None] > 0, grey, frames) + alpha * np.where(a[..., None] > 0, heat, frames)
-    out = repeat(out, 't h w c -> t (h sh) (w sw) c', sh=scale, sw=scale)
-    side = repeat(frames, 't h w c -> t (h sh) (w sw) c', sh=scale, sw=scale)
-    return (np.concatenate([side, out], axis=2) * 255).round().astype(np.uint8)
+    from PIL import Image, ImageDraw
+    frames = clip_frames(clip, mean, std); T, H, W = frames.shape[:3]
+    scale = scale or max(1, math.ceil(min_height / H))
+    a = attr.map.float().numpy(); signed = _signed(attr, sign); v = _scale(a)
+    heat = matplotlib.colormaps['RdBu_r'](np.clip(a / v, -1, 1) / 2 + 0.5)[..., :3] if signed else \
+        matplotlib.colormaps['inferno'](np.clip(np.abs(a) / v, 0, 1))[..., :3]
+    op = (alpha * np.clip(np.abs(a) / v, 0, 1) ** 0.5)[..., None]
+    out = (1 - op) * repeat(frames.mean(-1), 't h w -> t h w c', c=3) + op * heat
+    big = lambda x: repeat(x, 't h w c -> t (h sh) (w sw) c', sh=scale, sw=scale)
+    body = (np.concatenate([big(frames), big(out)], axis=2) * 255).round().astype(np.uint8)
+    fs = max(12, min(20, body.shape[1] // 14)); font = _font(fs); res = []
+    for t, f in enumerate(body):
+        im = Image.new('RGB', (f.shape[1], f.shape[0] + fs + 8), 'white'); im.paste(Image.fromarray(f), (0, fs + 8))
+        ImageDraw.Draw(im).text((4, 3), f'frame {t + 1}/{T}  {attr.method}  {label}'.strip(), fill='black', font=font)
+        res.append(np.asarray(im))
+    return np.stack(res)
 
 def gif_bytes(frames: np.ndarray, fps: float = 4) -> bytes:
     "An animated GIF (looping) of uint8 frames `(T, H, W, 3)`."
@@ -399,7 +425,7 @@ def gif_bytes(frames: np.ndarray, fps: float = 4) -> bytes:
     return buf.getvalue()
 
 def save_gif(clip, attr: Attribution, path, mean=None, std=None, fps: float = 4, **kw) -> Path:
-    "Write the clip (left) and its overlay (right) as an animated GIF, atomically."
+    "Write the clip (left) and its overlay (right) as an animated GIF with captioned frames, atomically."
     return atomic_write(path, gif_bytes(overlay_frames(clip, attr, mean, std, **kw), fps))
 
 def save_figure(fig, path, dpi: int = 110) -> Path:
@@ -410,6 +436,12 @@ def save_figure(fig, path, dpi: int = 110) -> Path:
 def _mean(v):
     v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return float(np.mean(v)) if v else None
+
+@torch.no_grad()
+def predicted(model, clip) -> tuple:
+    "`(class, probability)` the model predicts for one clip."
+    model.eval(); p = model(as_clip(clip).to(model_device(model))).float().softmax(-1)[0]
+    return int(p.argmax()), float(p.max())
 
 def evaluate_attributions(model, items, methods: Sequence[str] = None, cfg: ExplainConfig = None, faithfulness=True,
                           steps: int = 16, n_random: int = 4, mass_sign: str = 'abs', progress: bool = False,
@@ -423,12 +455,13 @@ def evaluate_attributions(model, items, methods: Sequence[str] = None, cfg: Expl
     for i, item in enumerate(tqdm(items, total=total, disable=not progress, file=sys.stderr, desc='explain')):
         video = item['video']
         if video.ndim == 5: video = video[0]               # a multi-view test item: explain its first view
+        pred, prob = predicted(model, video)
         attrs = explain_clip(model, video, methods, cfg=cfg)
         a0 = next(iter(attrs.values()))
         label = item.get('label')
         row = dict(name=str(item.get('name', item.get('index', i))), label=None if label is None else int(label),
-                   target=a0.target, correct=None if label is None or label < 0 else bool(a0.target == int(label)),
-                   methods={})
+                   target=a0.target, pred=pred, prob=prob,
+                   correct=None if label is None or label < 0 else bool(pred == int(label)), methods={})
         mask = item.get('mask')
         for m, a in attrs.items():
             r = dict(seconds=a.seconds, delta=a.delta)
@@ -442,7 +475,7 @@ def evaluate_attributions(model, items, methods: Sequence[str] = None, cfg: Expl
                                         n_random=n_random, seed=i)
                 r.update({k: v for k, v in di.items() if 'curve' not in k})
             row['methods'][m] = r
-        if on_clip is not None: on_clip(item, attrs)
+        if on_clip is not None: on_clip({**item, 'pred': pred, 'prob': prob}, attrs)
         rows.append(row)
     summary = {}
     for m in methods:
@@ -509,13 +542,15 @@ def clip_items(cfg: ExperimentConfig, records, mean=None, std=None, class_names=
         yield dict(video=video, mask=mask, name=name, label=int(r.label), path=str(r.path))
 
 def video_records(paths, class_names=None):
-    "Records for loose video files (label -1: unknown); a missing file is an error naming it."
+    """Records for video files; a file inside a folder named after one of `class_names` (`.../<Class>/clip.mp4`, as in
+    a class-folder dataset) gets that class as its true label, any other -1 (unknown). A missing file is an error."""
     from steanet.data import VideoRecord
-    out = []
+    names, out = list(class_names or []), []
     for v in paths:
         p = Path(v)
         if not p.exists(): raise FileNotFoundError(f'{v}: no such video file')
-        out.append(VideoRecord(str(p.resolve()), -1, ''))
+        c = p.resolve().parent.name
+        out.append(VideoRecord(str(p.resolve()), names.index(c), c) if c in names else VideoRecord(str(p.resolve()), -1, ''))
     return out
 
 # %% ../nbs/07_explain.ipynb #2bbafc14
@@ -530,12 +565,16 @@ class ClipWriter:
         label = item.get('label')
         cls = lambda k: self.names[k] if self.names and 0 <= k < len(self.names) else str(k)
         a0 = next(iter(attrs.values()))
-        title = f'{name}: explained {cls(a0.target)}' + (f' (true {cls(label)})' if label is not None and label >= 0 else '')
+        true = f'true {cls(label)}' if label is not None and label >= 0 else 'true label unknown'
+        pred = f"predicted {cls(item['pred'])} (p={item['prob']:.2f})" if item.get('pred') is not None else ''
+        expl = f'explaining {cls(a0.target)}' if item.get('pred') is None or a0.target != item['pred'] else ''
+        title = '   '.join(s for s in (name, pred, true, expl) if s)
         fig = plot_methods(item['video'], attrs, self.mean, self.std, self.names, title=title, mask=item.get('mask'))
         self.files.append(save_figure(fig, self.out / f'{name}.png'))
         if self.gifs:
+            gl = '  '.join(s for s in (pred.replace('predicted ', 'pred '), true.replace('true label unknown', '')) if s)
             for m, a in attrs.items():
-                self.files.append(save_gif(item['video'], a, self.out / f'{name}.{m}.gif', self.mean, self.std))
+                self.files.append(save_gif(item['video'], a, self.out / f'{name}.{m}.gif', self.mean, self.std, label=gl))
 
 def summary_metrics(result: dict) -> dict:
     "Flat `{'explain.<method>.<measure>': value}` for MLflow."
@@ -580,7 +619,7 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     cfg = r.cfg; cfg.data = _explain_data(cfg, dataset, overrides)
     if target is not None: cfg.explain.target = target
     methods = list(methods or cfg.explain.methods)
-    recs = video_records(videos) if videos else load_records(cfg.data, subset)[0]
+    recs = video_records(videos, r.class_names) if videos else load_records(cfg.data, subset)[0]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     writer = ClipWriter(out, r.mean, r.std, r.class_names, max_figures=max_figures, gifs=gifs)
     items = clip_items(cfg, recs, r.mean, r.std, r.class_names, limit=limit, masks=not videos)

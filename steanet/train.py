@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #700884c0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, math, os, random, re, sys, time, warnings
+import contextlib, copy, hashlib, io, json, math, os, random, re, signal, sys, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -21,18 +21,19 @@ from .config import (ExperimentConfig, ConfigError, SteanetError, apply_override
                             save_config)
 from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
-from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, load_records
+from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
 from . import tracking
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
            'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
            'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
-           'selection_of', 'run_records', 'prefetch_batches', 'make_loader', 'TrainingDiverged', 'Training',
-           'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'setup_run',
-           'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state',
-           'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test',
-           'fit', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits']
+           'selection_of', 'run_records', 'prefetch_batches', 'make_loader', 'TrainingDiverged', 'TrainingInterrupted',
+           'GracefulStop', 'Training', 'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps',
+           'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch',
+           'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir',
+           'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset', 'eval_checkpoint',
+           'predict_videos', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -261,6 +262,8 @@ def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, tes
     "`(train, val, test, class_names)` for a run, following the rules above (`with_selection`: and `selection_of`'s dict)."
     from_dataset = train_records is None
     if train_records is None: train_records, class_names = load_records(cfg.data, 'train')
+    if test_records is None and has_subset(cfg.data, 'test') is False: test_records = []   # class folders, no test/
+    if test_records is None and has_subset(cfg.data, 'test') is False: test_records = []   # class folders without test/
     if test_records is None:
         try: test_records, cn = load_records(cfg.data, 'test'); class_names = class_names or cn
         except FileNotFoundError: test_records = []
@@ -278,6 +281,10 @@ def prefetch_batches(batch_size: int) -> int:
     that about 16 clips per worker are in flight (up to 8 batches)."""
     return int(min(8, max(2, math.ceil(16 / max(1, batch_size)))))
 
+def _workers_ignore_stops(_):
+    "Loader workers ignore Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole group): the trainer stops them."
+    signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None, persistent: bool = False):
     """A DataLoader over explicit index batches (training: an `EpochBatches`) or in order (evaluation); pinned memory on
     CUDA (the loop copies with `non_blocking=True`); `persistent`: the workers live as long as the loader."""
@@ -287,16 +294,39 @@ def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, dev
         kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
         kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
                                                  not isinstance(batches, EpochBatches) else batch_size)
+        kw['worker_init_fn'] = _workers_ignore_stops
     if batches is not None: return torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
 
 def _eval_loader(cfg, ds, device, rank, world):
+    "Evaluation batches in order (the first `train.limit_batches` of them in a smoke run)."
     bs = epoch_batches(len(ds), cfg.train.batch_size, 0, 0, rank, world, shuffle=False, drop_last=False)
+    bs = bs[:cfg.train.limit_batches or None]
     return make_loader(ds, bs, num_workers=cfg.data.num_workers, device=device)
 
 # %% ../nbs/05_train.ipynb #e01cbc57
 class TrainingDiverged(SteanetError, RuntimeError):
     "The loss became NaN/Inf; the message names the step and the last good checkpoint."
+
+class TrainingInterrupted(KeyboardInterrupt):
+    "Ctrl-C or SIGTERM stopped a training after a step; the one-line message says where, and the `--resume` command."
+
+class GracefulStop:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM only set `requested` (the signal's name), so the loop can stop at
+    its next safe point; a second signal interrupts at once (KeyboardInterrupt). The old handlers come back on exit.
+    Outside the main thread (where Python cannot install handlers) it does nothing. Reusable by any long loop."""
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.signals, self.requested, self._old = tuple(signals), None, {}
+    def _handle(self, signum, frame):
+        if self.requested is not None: raise KeyboardInterrupt(f'{signal.Signals(signum).name} again: stopped at once')
+        self.requested = signal.Signals(signum).name
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+        self._old = {}
 
 def _fresh_sums() -> dict: return {'loss': 0.0, 'n': 0, 'clips': 0, 'n_bad': 0, 'n_partial': 0, 'time': 0.0}
 
@@ -335,6 +365,12 @@ class Training:
     monitor_ds: Any = None            # the test set read like validation, with train.monitor_test only
     loader: Any = None                # the training DataLoader, made at the first epoch; its workers persist
     batches: Any = None               # its `EpochBatches` (set to each epoch's batches)
+    stop: Optional[GracefulStop] = None  # set by `fit`: a Ctrl-C / SIGTERM asks the loop to stop after the current step
+
+    @property
+    def at_max_steps(self) -> bool:
+        "A smoke run (`train.max_steps`) has done its steps."
+        return self.cfg.train.max_steps is not None and self.global_step >= self.cfg.train.max_steps
 
     @property
     def is_main(self) -> bool: return self.rank == 0
@@ -442,11 +478,22 @@ def _selection_state(sel: dict, state) -> dict:
     "The selection of a resumed run is the one it started with (its records come back as given ones)."
     return json.loads(state['selection']) if state is not None and 'selection' in state else sel
 
+def smoke_tags(cfg: ExperimentConfig) -> dict:
+    "`steanet.smoke=true` and its limits when `train.max_steps` or `train.limit_batches` cut the run short (else `{}`)."
+    t = cfg.train
+    if t.max_steps is None and t.limit_batches is None: return {}
+    return {'steanet.smoke': 'true', 'steanet.smoke_limits': f'max_steps={t.max_steps} limit_batches={t.limit_batches}'}
+
+def _train_batches(cfg: ExperimentConfig, n: int, epoch: int, rank: int, world: int) -> list:
+    "This rank's micro-batches of `epoch` (the first `train.limit_batches` of them in a smoke run)."
+    bs = epoch_batches(n, cfg.train.batch_size, epoch, cfg.train.seed, rank, world)
+    return bs[:cfg.train.limit_batches or None]
+
 def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tuple, run_dir=None, state=None,
               tags: Optional[dict] = None, t_start: Optional[float] = None) -> Training:
     "A `Training`: records, model, run folder, datasets, optimiser; a resumed run's state restored, a new run's start logged."
     device, dtype, rank, world = proc; tc = cfg.train
-    train_r, val_r, test_r, class_names, sel = run_records(cfg, *records, with_selection=True)
+    train_r, val_r, test_r, class_names, sel = records if len(records) == 5 else run_records(cfg, *records, with_selection=True)
     sel = _selection_state(sel, state)
     if not train_r: raise ConfigError(f'no training videos found for data.root={cfg.data.root}')
     if cfg.data.num_classes is None: cfg.data.num_classes = len(class_names)
@@ -456,7 +503,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
     train_ds = SeededItems(build_dataset(cfg, 'train', records=train_r, train=True, **norm), tc.seed)
     val_ds = build_dataset(cfg, 'val', records=val_r, train=False, **norm) if val_r else None
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.decay_rule), lr=tc.lr, betas=tuple(tc.betas))
-    n_micro, accum = len(epoch_batches(len(train_ds), tc.batch_size, 0, tc.seed, rank, world)), accum_steps(tc, world)
+    n_micro, accum = len(_train_batches(cfg, len(train_ds), 0, rank, world)), accum_steps(tc, world)
     meta = checkpoint_meta(cfg, model, class_names, **tracking.run_identity(train_r + val_r + test_r))
     meta['selection'] = sel
     tr = Training(cfg, device, dtype, rank, world, run, run_dir, dict(train=train_r, val=val_r, test=test_r), class_names,
@@ -468,6 +515,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
     elif tr.is_main:
         save_config(cfg, run_dir / 'config.yaml')
         tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), 'accum_steps': accum,
+                                                         **smoke_tags(cfg),
                                                          **{k: v for k, v in sel.items()}, **(tags or {})})
     meta['run_id'] = run.run_id
     return tr
@@ -528,10 +576,22 @@ def _train_loader(tr: Training):
                                 num_workers=tr.cfg.data.num_workers, device=tr.device, persistent=True)
     return tr.loader
 
+def stop_here(tr: Training, epoch: int, pos: int, n: Optional[int] = None):
+    """Stop a run that a Ctrl-C / SIGTERM asked to stop: the resume state at micro-batch `pos` of `epoch` (rank 0),
+    the progress bar closed, then `TrainingInterrupted` with one line: where it stopped and the `--resume` command."""
+    import shlex
+    if tr.is_main: save_resume_state(tr.run_dir / 'resume.pt', resume_payload(tr, epoch, pos))
+    if tr.bar is not None: tr.bar.close()
+    where = f'epoch {epoch + 1}' + (f', batch {pos}/{n}' if n else '')
+    run = f'; MLflow run {tr.run.run_id} KILLED' if tr.run.active else ''
+    raise TrainingInterrupted(f'{tr.stop.requested if tr.stop else "stop"}: stopped after step {tr.global_step} '
+                              f'({where}), resumable state in {tr.run_dir / "resume.pt"}{run}; continue with: '
+                              f'steanet train --resume {shlex.quote(str(tr.run_dir))}')
+
 def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict:
     "The optimiser steps of `epoch` (from `start_pos` when a resumed run continues it); returns its training metrics."
     tc = tr.cfg.train
-    batches = epoch_batches(len(tr.train_ds), tc.batch_size, epoch, tc.seed, tr.rank, tr.world)
+    batches = _train_batches(tr.cfg, len(tr.train_ds), epoch, tr.rank, tr.world)
     pos0 = tr.start_pos if epoch == tr.start_epoch else 0
     if pos0 == 0: tr.sums = _fresh_sums()
     tr.train_ds.epoch = epoch
@@ -546,6 +606,9 @@ def train_one_epoch(tr: Training, epoch: int, checkpoint_every: int = 0) -> dict
         if checkpoint_every and tr.global_step % checkpoint_every == 0 and micro < len(batches) and tr.is_main:
             tr.sums['time'] += time.time() - t0; t0 = time.time()
             save_resume_state(tr.run_dir / 'resume.pt', resume_payload(tr, epoch, micro))
+        if tr.stop is not None and tr.stop.requested:
+            tr.sums['time'] += time.time() - t0; stop_here(tr, epoch, micro, len(batches))
+        if tr.at_max_steps: break
     tr.sums['time'] += time.time() - t0
     s = tr.sums
     return {'epoch': epoch + 1, 'train/epoch_loss': s['loss'] / max(1, s['n']),
@@ -560,7 +623,11 @@ def _eval_epoch(tc, epoch: int) -> bool: return (epoch + 1) % tc.eval_every == 0
 
 def validate(tr: Training, epoch: int, progress: bool = False) -> dict:
     "`val/...` metrics after `epoch`, or `{}` when there is no validation set or this is not a validation epoch."
-    if tr.val_ds is None or not _eval_epoch(tr.cfg.train, epoch): return {}
+    tc = tr.cfg.train
+    if tr.val_ds is None: return {}
+    if tc.max_steps is not None:                                   # a smoke run validates once, after its last step
+        if not (tr.at_max_steps or epoch + 1 == tc.epochs): return {}
+    elif not _eval_epoch(tc, epoch): return {}
     m = evaluate(tr.net, _eval_loader(tr.cfg, tr.val_ds, tr.device, tr.rank, tr.world), tr.device, tr.dtype,
                  tr.cfg.data.num_classes, desc='val', progress=progress and tr.is_main)
     return {f'val/{k}': m[k] for k in EVAL_KEYS}
@@ -712,7 +779,8 @@ def _result(tr: Training, final: dict) -> dict:
     return {'metrics': final, 'history': tr.history, 'tunable_params': tr.meta['tunable_params'],
             'total_params': tr.meta['total_params'], 'run_dir': str(tr.run_dir), 'run_id': tr.run.run_id,
             'best_checkpoint': str(tr.run_dir / 'best.safetensors'), 'last_checkpoint': str(tr.run_dir / 'last.safetensors'),
-            'class_names': tr.class_names, 'seconds': time.time() - tr.t_start, 'world_size': tr.world}
+            'class_names': tr.class_names, 'seconds': time.time() - tr.t_start, 'world_size': tr.world,
+            'smoke': smoke_tags(tr.cfg).get('steanet.smoke_limits')}
 
 def _example_video(tr: Training) -> Optional[str]:
     "One of the run's videos (test, else validation, else training): the input example of its MLflow Model."
@@ -738,18 +806,25 @@ def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, c
     from tqdm.auto import tqdm
     t_start = time.time()
     cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir, given, overwrite)
+    if state is None: records = run_records(cfg, *records, with_selection=True)   # a data error fails here, before a run or folder exists
     proc = setup_process(cfg); is_main = proc[2] == 0
     mrun = tracking.open_run(cfg, run=run, resume_id=(state or {}).get('run_id'), parent_run_id=parent_run_id,
                              enabled=is_main)   # the store first: an unreachable server fails here, before any work
     tr = None
     try:
-        tr = setup_run(cfg, proc, mrun, records, run_dir, state, tags, t_start)
-        tr.bar = tqdm(total=cfg.train.epochs * tr.steps_per_epoch, initial=tr.global_step, desc=f'train {cfg.adapters.variant}',
-                      disable=not (progress and is_main), file=sys.stderr, dynamic_ncols=True)
-        for epoch in range(tr.start_epoch, cfg.train.epochs):
-            end_epoch(tr, epoch, train_one_epoch(tr, epoch, checkpoint_every), on_epoch_end, progress)
-        tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
-        final = final_test(tr, test, progress)
+        with GracefulStop() as stop:
+            tr = setup_run(cfg, proc, mrun, records, run_dir, state, tags, t_start); tr.stop = stop
+            total = min(cfg.train.epochs * tr.steps_per_epoch, cfg.train.max_steps or math.inf)
+            tr.bar = tqdm(total=total, initial=tr.global_step, desc=f'train {cfg.adapters.variant}',
+                          disable=not (progress and is_main), file=sys.stderr, dynamic_ncols=True)
+            for epoch in range(tr.start_epoch, cfg.train.epochs):
+                if tr.at_max_steps: break
+                if stop.requested: stop_here(tr, epoch, tr.start_pos if epoch == tr.start_epoch else 0)
+                end_epoch(tr, epoch, train_one_epoch(tr, epoch, checkpoint_every), on_epoch_end, progress)
+            tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
+            if stop.requested: raise TrainingInterrupted(f'{stop.requested}: stopped before the final test; continue '
+                                                         f'with: steanet train --resume {tr.run_dir}')
+            final = final_test(tr, test, progress)
         if is_main: tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start,
                                          example_video=_example_video(tr))
     except BaseException as e:

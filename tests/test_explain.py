@@ -135,7 +135,8 @@ def test_figures_and_gifs_are_written(tmp_path):
     w(dict(video=_clip(1), name='clip0', label=1), res); w(dict(video=_clip(2), name='clip1', label=1), res)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ['clip0.ig.gif', 'clip0.occlusion.gif', 'clip0.png', 'clip0.temporal.gif']   # max_figures=1
-    with Image.open(tmp_path / 'clip0.ig.gif') as im: assert im.n_frames == 4 and im.size == (128, 64)
+    with Image.open(tmp_path / 'clip0.ig.gif') as im:                   # readable: 16 px frames enlarged to 224, captioned
+        assert im.n_frames == 4 and im.size[0] == 2 * 224 and im.size[1] > 224, im.size
     assert Image.open(tmp_path / 'clip0.png').format == 'PNG'
 
 

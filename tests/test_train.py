@@ -104,14 +104,20 @@ def test_nan_loss_stops_with_message(synth_root, tmp_path):
             run_dir=tmp_path / 'r', progress=False)
 
 
-def test_kill_and_resume_equals_uninterrupted(synth_root, tmp_path):
-    "SIGKILL mid-epoch, --resume: final metrics and adapter weights equal an uninterrupted run's."
-    cfgp = tmp_path / 'cfg.yaml'
+@pytest.fixture(scope='module')
+def uninterrupted(synth_root, tmp_path_factory):
+    "`(config file, result, run folder)` of the uninterrupted run the kill / SIGTERM tests compare with."
+    d = tmp_path_factory.mktemp('uninterrupted'); cfgp = d / 'cfg.yaml'
     # batch 2 over 16 videos: 8 steps per epoch, 3 epochs; MLflow on (sqlite in STEANET_HOME) to resume the same run
     cfg = make_config('demo', tiny_overrides(synth_root, **{'train.batch_size': 2, 'train.epochs': 3,
                                                             'tracking.enabled': 'true'}))
     save_config(cfg, cfgp)
-    full = last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(tmp_path / 'full'), '--json']).stdout)
+    return cfgp, last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(d / 'full'), '--json']).stdout), d / 'full'
+
+
+def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    "SIGKILL mid-epoch, --resume: final metrics and adapter weights equal an uninterrupted run's."
+    cfgp, full, full_dir = uninterrupted
 
     code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
     env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
@@ -139,8 +145,50 @@ def test_kill_and_resume_equals_uninterrupted(synth_root, tmp_path):
     for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
         assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
     for f in ('best.safetensors', 'last.safetensors'):
-        a, b = load_st(tmp_path / 'full' / f), load_st(killed / f)
+        a, b = load_st(full_dir / f), load_st(killed / f)
         assert set(a) == set(b)
+        for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
+
+
+def test_sigterm_stops_after_the_step_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    """SIGTERM mid-epoch (a real subprocess; Ctrl-C is the same handler, tested in 05_train): the step finishes, the
+    resume state of that step is written, exit 130 with one line naming the --resume command, the MLflow run KILLED;
+    --resume then reaches the uninterrupted run's metrics and weights."""
+    import mlflow
+    from steanet.train import load_resume_state
+    cfgp, full, full_dir = uninterrupted
+    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
+    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
+    stopped = tmp_path / 'stopped'
+    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(stopped),
+                          '--checkpoint-every', '1', '--json'], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, sent = time.time() + 240, None
+    while time.time() < deadline and p.poll() is None:
+        rp = stopped / 'resume.pt'
+        if rp.exists():
+            try: st = load_resume_state(rp)
+            except Exception: st = None
+            if st and st['epoch'] == 1 and 0 < st['pos'] <= 4:              # inside the second epoch
+                p.send_signal(signal.SIGTERM); sent = st['global_step']; break
+        time.sleep(0.01)
+    out, err = p.communicate(timeout=120)
+    assert sent is not None, f'never saw a mid-epoch state (rc={p.returncode}): {err.decode()[-2000:]}'
+    assert p.returncode == 130, err.decode()[-2000:]
+    line = err.decode().strip().splitlines()[-1]
+    assert line.startswith('steanet train: SIGTERM: stopped after step') and line.endswith(f'steanet train --resume {stopped}'), line
+    assert 'Traceback' not in err.decode()
+    assert json.loads(out.decode().strip().splitlines()[-1])['type'] == 'TrainingInterrupted'
+    st = load_resume_state(stopped / 'resume.pt')
+    assert st['epoch'] == 1 and 0 < st['pos'] < 8 and st['global_step'] >= sent    # the stop's own step, mid-epoch
+    assert f'stopped after step {st["global_step"]} (epoch 2, batch {st["pos"]}/8)' in line
+    client = mlflow.MlflowClient(f'sqlite:///{os.environ["STEANET_HOME"]}/mlruns/mlflow.db')
+    assert client.get_run(st['run_id']).info.status == 'KILLED'
+    res = last_json(cli(['train', '--resume', str(stopped), '--json']).stdout)
+    assert res['run_id'] == st['run_id'] and client.get_run(st['run_id']).info.status == 'FINISHED'
+    for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
+        assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
+    for f in ('best.safetensors', 'last.safetensors'):
+        a, b = load_st(full_dir / f), load_st(stopped / f)
         for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
 
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..config import ExperimentConfig, atomic_write, cache_dir
-from .records import VIDEO_EXTS, _SPLIT_DIRS, DataError, VideoRecord, _resolve, load_records
+from .records import VIDEO_EXTS, _SPLIT_DIRS, DataError, VideoRecord, _resolve, has_subset, load_records
 from .video import DecodeError, open_video
 
 # %% auto #0
@@ -145,12 +145,13 @@ def scan_videos(root) -> tuple:
     return [VideoRecord(str(p), classes.index(c) if c else -1, c) for p, c in found], classes
 
 def _records_to_check(dataset, cfg, records) -> tuple:
-    "(records, classes) of a dataset folder, a config (its train + test records, each file once) or given records."
+    "(records, classes) of a dataset folder, a config (its train, val and test records that exist, each file once) or given records."
     if records is not None: return records, sorted({r.class_name for r in records if r.class_name})
     if dataset is not None: return scan_videos(_resolve(dataset))
     if cfg is None: raise ValueError('check_data needs a dataset folder, a config or records')
     records, seen, classes = [], set(), []
-    for sub in ('train', 'test'):
+    for sub in ('train', 'val', 'test'):
+        if has_subset(cfg, sub) is False or (sub == 'val' and not has_subset(cfg, sub)): continue   # class folders: what is there
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             rs, classes = load_records(cfg, sub)

@@ -16,8 +16,9 @@ from ..config import DataConfig, ExperimentConfig, SteanetError, project_dir
 
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'MAX_CLASSES', 'FORMATS', 'DataError', 'NoSplitError', 'VideoRecord', 'find_fixtures', 'store_sources',
-           'VideoIndex', 'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list', 'load_folder',
-           'load_csv', 'load_records', 'carve_validation']
+           'VideoIndex', 'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list',
+           'folder_layout', 'load_folder', 'load_csv', 'load_records', 'has_subset', 'check_dataset',
+           'carve_validation']
 
 # %% ../../nbs/03a_records.ipynb #1c03e8f8
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.gif', '.m4v', '.mpg', '.mpeg', '.wmv', '.3gp',
@@ -305,21 +306,43 @@ def load_mmaction_list(annotations, root, subset='train', split=1, num_classes=N
 
 _SPLIT_DIRS = {'train': ('train', 'training'), 'val': ('val', 'valid', 'validation'), 'test': ('test', 'testing')}
 
+def _has_videos(d: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in VIDEO_EXTS for p in d.rglob('*'))
+
+def folder_layout(root) -> dict:
+    """`{'train', 'val', 'test'}` -> the folder holding that split's `<Class>/` folders (None: the split is absent):
+    `root/{train,val,test}/<Class>/*` when split folders exist, else `root/<Class>/*` as the train split. A layout
+    that could be read both ways, split files, or videos outside a class folder are refused with the fix."""
+    root = Path(root)
+    if not root.is_dir(): raise DataError(f'{root}: dataset folder not found; set data.root to the folder that holds '
+                                          f'<Class>/ (or train/<Class>/, test/<Class>/) folders of videos')
+    if (root / 'classInd.txt').is_file():
+        raise DataError(f'{root}: holds classInd.txt, a split-file dataset; use --set data.format=splits '
+                        f'data.annotations={root} (and data.root=<its video folder>)')
+    dirs = {k: next((root / n for n in ns if (root / n).is_dir()), None) for k, ns in _SPLIT_DIRS.items()}
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    if loose: raise DataError(f'{root}: {len(loose)} videos ({", ".join(loose[:3])}, ...) lie outside a class folder; '
+                              f'move each into {root}/<Class>/ (or train/<Class>/, test/<Class>/)')
+    if not any(dirs.values()): return {'train': root, 'val': None, 'test': None}
+    mixed = sorted(p.name for p in root.iterdir() if p.is_dir() and p not in dirs.values() and not p.name.startswith('.')
+                   and _has_videos(p))
+    if mixed: raise DataError(f'{root}: both split folders ({", ".join(d.name for d in dirs.values() if d)}) and '
+                              f'class folders with videos ({", ".join(mixed[:5])}); move the class folders into train/')
+    if dirs['train'] is None: raise DataError(f'{root}: split folders {[d.name for d in dirs.values() if d]} but no '
+                                              f'train/ folder; the training videos go in {root}/train/<Class>/')
+    return dirs
+
 def load_folder(root, subset='train', resolve=True):
-    "`root/<Class>/*` or `root/<split>/<Class>/*`; class names are the sorted class folders (across all splits)."
+    "`root/<Class>/*` or `root/<split>/<Class>/*` (see `folder_layout`); class names are the sorted class folders (across all splits)."
     root = Path(root); sk = _subset_key(subset)
-    if not root.is_dir(): raise DataError(f'{root}: dataset folder not found')
-    split_dirs = {k: next((root / n for n in ns if (root / n).is_dir()), None) for k, ns in _SPLIT_DIRS.items()}
-    if any(split_dirs.values()):
-        base = split_dirs[sk]
-        if base is None: raise _absent(sk)(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
-                                           f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
-        classes = sorted({c.name for d in split_dirs.values() if d for c in d.iterdir() if c.is_dir()})
-    else:
-        if sk != 'train':
+    dirs = folder_layout(root); base = dirs[sk]
+    if base is None:
+        if dirs['val'] is None and dirs['test'] is None:
             raise _absent(sk)(f'{root}: folder layout root/<Class>/* has no {sk} split; arrange it as '
-                            f'root/<split>/<Class>/* or use carve_validation(...)')
-        base = root; classes = sorted(c.name for c in root.iterdir() if c.is_dir())
+                              f'root/<split>/<Class>/* or use carve_validation(...)')
+        raise _absent(sk)(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
+                        f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
+    classes = sorted({c.name for d in dirs.values() if d for c in d.iterdir() if c.is_dir() and not c.name.startswith('.')})
     if not classes: raise DataError(f'{root}: no class folders found')
     recs = []
     for i, c in enumerate(classes):
@@ -395,6 +418,32 @@ def _load_format(dc: DataConfig, subset: str, resolve: bool):
         raise DataError(f'{ann}: {len(classes)} classes in the annotations but data.num_classes={dc.num_classes}; '
                         f'fix data.num_classes (or set it to none)')
     return recs, classes
+
+def has_subset(data_cfg: Union[DataConfig, ExperimentConfig], subset: str) -> Optional[bool]:
+    "Whether the dataset has `subset` as its own split: known for class folders (`folder_layout`), None for the others."
+    dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
+    if dc.format != 'folder': return None
+    return folder_layout(_resolve(dc.root))[_subset_key(subset)] is not None
+
+def check_dataset(cfg: ExperimentConfig) -> dict:
+    """The dataset a run would read, checked before anything heavy starts (no torch, no MLflow run, no run folder):
+    the train split and, where the dataset has them, val and test; at least two classes, every class with training
+    videos, `data.num_classes` matching. Returns `{'classes', 'counts': {subset: videos}}`; raises `DataError`."""
+    train, classes = load_records(cfg.data, 'train')
+    counts, subsets = {'train': len(train)}, ['test'] + (['val'] if has_subset(cfg.data, 'val') else [])
+    for sub in subsets:
+        if has_subset(cfg.data, sub) is False: continue
+        try: counts[sub] = len(load_records(cfg.data, sub)[0])
+        except FileNotFoundError: pass
+    where = cfg.data.root if cfg.data.format == 'folder' else (cfg.data.annotations or cfg.data.root)
+    if len(classes) < 2:
+        raise DataError(f'{where}: {len(classes)} class ({", ".join(classes)}); a classifier needs at least 2 class '
+                        f'folders (or labels) with videos')
+    n = Counter(r.label for r in train)
+    empty = [c for i, c in enumerate(classes) if not n[i]]
+    if empty: raise DataError(f'{where}: no training videos for class(es) {", ".join(empty)}; add videos or remove '
+                              f'the empty class folders')
+    return {'classes': list(classes), 'counts': counts}
 
 def carve_validation(records, fraction: float, seed: int = 0):
     "Stratified split of `records` into (train, val): `fraction` of each class (at least one where a class has two+)."
