@@ -15,13 +15,13 @@ from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, 
 
 # %% auto #0
 __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
-           'check_tracking', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics',
-           'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs', 'sigterm_as_interrupt',
-           'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure', 'per_class_report',
-           'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch', 'log_test', 'log_run_end',
-           'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts', 'model_signature', 'model_requirements',
-           'video_probabilities', 'predictions_frame', 'check_backbone_file', 'log_model', 'register_model',
-           'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
+           'check_tracking', 'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run',
+           'start_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs',
+           'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure',
+           'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch',
+           'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
+           'model_signature', 'model_requirements', 'video_probabilities', 'predictions_frame', 'check_backbone_file',
+           'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
 EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
@@ -105,6 +105,15 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
+def use_tracking_uri(uri: str):
+    """Point MLflow's fluent API (`mlflow.pyfunc`, `mlflow.models`) at `uri` without leaving it in `$MLFLOW_TRACKING_URI`
+    (`mlflow.set_tracking_uri` writes the variable), so one run's store never becomes the default of the next."""
+    import mlflow
+    saved = os.environ.get('MLFLOW_TRACKING_URI')
+    mlflow.set_tracking_uri(uri)
+    if saved is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
+    else: os.environ['MLFLOW_TRACKING_URI'] = saved
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=uri)
@@ -132,7 +141,7 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
     import logging, mlflow
     for name in ('mlflow.store.db.utils', 'alembic.runtime.migration'):   # a fresh store's schema notes: not the user's concern
         logging.getLogger(name).setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(uri)
+    use_tracking_uri(uri)
     name = experiment or cfg.tracking.experiment or cfg.data.dataset
     try:
         with sqlite_init_lock(uri):  # the first touch creates/migrates a fresh sqlite store: one process at a time
@@ -599,7 +608,7 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
     import mlflow, pandas as pd
     from mlflow.models import Model
     meta = json.loads((Path(run_dir) / 'best.json').read_text())
-    mlflow.set_tracking_uri(run.uri)
+    use_tracking_uri(run.uri)
     example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
     exp_id = run.client.get_run(run.run_id).info.experiment_id
     with _quiet_mlflow():
@@ -618,7 +627,7 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
 def register_model(run: Run, name: str) -> str:
     "Register `runs:/<id>/model` of `run` as a new version of `name`; returns `models:/<name>/<version>`."
     import mlflow
-    mlflow.set_tracking_uri(run.uri)
+    use_tracking_uri(run.uri)
     try:
         with sqlite_init_lock(run.uri): v = mlflow.register_model(f'runs:/{run.run_id}/{MODEL_NAME}', name)
     except Exception as e:
@@ -642,7 +651,7 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
     if m and not m[2].isdigit() and m[2].lower() not in ('production', 'staging', 'archived', 'none'):
         ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
     from steanet.checkpoint import CheckpointError
-    uri = tracking_uri(cfg); check_tracking(uri); mlflow.set_tracking_uri(uri)
+    uri = tracking_uri(cfg); check_tracking(uri); use_tracking_uri(uri)
     dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
     dst.mkdir(parents=True, exist_ok=True)
     try:
