@@ -181,14 +181,16 @@ class Restored:
 
 def restore_checkpoint(checkpoint, overrides: Sequence[str] = (), *, views: Optional[int] = None,
                        crops: Optional[int] = None, allow_backbone_mismatch: bool = False,
-                       backbone_weights: Optional[str] = None, device='cpu') -> Restored:
+                       backbone_weights: Optional[str] = None, device='cpu', files: bool = False) -> Restored:
     """`Restored` of a checkpoint (run folder, `.safetensors` or `.json`): `overrides` change what is read (data, views,
     explain settings), not the model; `views` / `crops` set `data.num_clips` / `data.test_crops`; `device='auto'`
-    picks CUDA when there is one."""
+    picks CUDA when there is one; `files`: the videos are files a user names (predict, explain, the MLflow model), read
+    from disk, not from the run's prepared store (`data.store`)."""
     if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, meta = load_checkpoint(checkpoint, map_location=device, allow_backbone_mismatch=allow_backbone_mismatch,
                                   pretrained=backbone_weights)
     cfg = make_config(config_from_dict(meta['config']), overrides)
     if views: cfg.data.num_clips = views
     if crops: cfg.data.test_crops = crops
+    if files: cfg.data.store = ''
     return Restored(model, meta, cfg, tuple(model.meta['mean']), tuple(model.meta['std']))

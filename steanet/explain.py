@@ -617,6 +617,7 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     r = restore_checkpoint(checkpoint, overrides, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights, device=device or 'auto')
     cfg = r.cfg; cfg.data = _explain_data(cfg, dataset, overrides)
+    if videos: cfg.data.store = ''                      # files named on the command line are read from disk
     if target is not None: cfg.explain.target = target
     methods = list(methods or cfg.explain.methods)
     recs = video_records(videos, r.class_names) if videos else load_records(cfg.data, subset)[0]

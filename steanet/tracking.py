@@ -563,7 +563,8 @@ def _model_class():
             from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
             arts = context.artifacts; bb = arts.get('backbone')
             if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
-            self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto')
+            self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto',
+                                               files=True)
 
         def predict(self, context, model_input, params=None):   # no type hint: the signature says what goes in and out
             df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -882,7 +882,7 @@ def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[
     under the training run records the predictions (`predict_predictions.csv`) and how many videos failed."""
     checkpoint, backbone_weights = tracking.resolve_checkpoint(checkpoint, backbone_weights)
     ov = ['data.bad_items=raise'] + ([f'data.partial_videos={partial_videos}'] if partial_videos else [])
-    r = restore_checkpoint(checkpoint, ov, views=views,
+    r = restore_checkpoint(checkpoint, ov, views=views, files=True,
                            allow_backbone_mismatch=allow_backbone_mismatch, backbone_weights=backbone_weights)
     dev = resolve_device(r.cfg.train.device); r.to(dev); dtype = amp_dtype(r.cfg.train.amp, dev)
     ds = checkpoint_dataset(r, [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos])

@@ -65,14 +65,14 @@ STANDIN = {'backbone.name': 'steanet-tiny', 'backbone.pretrained': None, 'backbo
 
 
 def split_file_dataset(tmp_path) -> tuple:
-    "A VE-8-shaped split-file dataset (classInd.txt, trainlist01.txt, testlist01.txt) of 4 + 2 synthetic videos, 8 classes."
+    "A VE-8-shaped split-file dataset (classInd.txt, trainlist01.txt, testlist01.txt) of 8 + 2 synthetic videos, 8 classes."
     from steanet.synthetic import make_synthetic_dataset
     from steanet.data import load_records
     syn = make_synthetic_dataset(tmp_path / 'syn', n_per_class=1, val_per_class=1, test_per_class=1, frames=8, seed=7)
     dc = make_config('demo', [f'data.root={syn}']).data
     ann = tmp_path / 'splits'; ann.mkdir()
     (tr, classes), (te, _) = load_records(dc, 'train'), load_records(dc, 'test')
-    tr, te = tr[:4], te[:2]
+    tr, te = tr[:8], te[:2]                     # one training video per class: every class can be learnt
     (ann / 'classInd.txt').write_text(''.join(f'{i + 1} {c}\n' for i, c in enumerate(classes)))
     name = lambda r: f'{r.class_name}/{Path(r.path).stem}'
     (ann / 'trainlist01.txt').write_text(''.join(f'{name(r)} {r.label + 1}\n' for r in tr))

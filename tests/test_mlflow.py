@@ -27,7 +27,7 @@ def demo_run(tmp_path_factory):
                                     'tracking.system_metrics_interval=1'],
                          variants=('steanet',), n_per_class=2, test_per_class=1, video_frames=8,
                          pretrain={'steps': 5, 'n_images': 256, 'batch_size': 32, 'cache': str(home / 'backbones')},
-                         progress=False)
+                         progress=False, publish=False)  # backbone_weights: the file the run used
     finally: torch.set_num_threads(threads)
     run = r['runs']['steanet']
     return {'home': home, 'uri': r['tracking_uri'], 'run_id': run['run_id'], 'experiment': r['experiment'],

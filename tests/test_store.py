@@ -78,10 +78,10 @@ def test_the_demo_prepares_once_and_trains_every_variant_from_the_store(prepared
                                                                           seconds=0, best_checkpoint=None))
     monkeypatch.setattr(demo, 'shuffled_test', lambda *a, **k: 0.0)
     monkeypatch.setattr(demo, 'prepare_data', lambda *a, **k: summaries.append(real_prepare(*a, **k)) or summaries[-1])
-    r = demo.run_demo(['tracking.enabled=false'], progress=False)
+    r = demo.run_demo(['tracking.enabled=false'], progress=False, publish=False)
     import steanet.data.store as store                      # a warm demo opens no source video, not even its header
     monkeypatch.setattr(store, '_open_stream', lambda p: (_ for _ in ()).throw(AssertionError(f'opened {p}')))
-    r = demo.run_demo(['tracking.enabled=false'], progress=False)
+    r = demo.run_demo(['tracking.enabled=false'], progress=False, publish=False)
     assert [s['prepared'] for s in summaries] == [24, 0] and summaries[1]['reused'] == 24
     assert {c.data.store for c in seen} == {r['store']} and len(seen) == 2 * len(demo.DEMO_VARIANTS)
 
