@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'moved_after_two_steps', 'ToyVideoNet', 'pyfunc_predictions',
-           'cli_predictions', 'compare_model_to_predict', 'check_run_models']
+__all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'tiny_overrides', 'moved_after_two_steps', 'ToyVideoNet',
+           'pyfunc_predictions', 'cli_predictions', 'compare_model_to_predict', 'check_run_models']
 
 # %% ../nbs/10_testing.ipynb #1c9c5cfa
 @contextlib.contextmanager
@@ -45,6 +45,14 @@ def randomise_adapters(model: nn.Module, std: float = 0.2, seed: int = 0) -> nn.
         for p in model.parameters():
             if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+# %% ../nbs/10_testing.ipynb #t1d0a002
+def tiny_overrides(root, **kw) -> list:
+    "`--set` values for a tiny run on the synthetic videos under `root` (the keys of `kw` added or replaced)."
+    ov = {'data.root': str(root), 'backbone.pretrained': 'none', 'backbone.allow_random_backbone': 'true',
+          'data.num_frames': 4, 'train.batch_size': 4, 'train.epochs': 2, 'train.lr': 3e-3, 'train.warmup_epochs': 0.5,
+          'tracking.enabled': 'false', **kw}
+    return [f'{k}={v}' for k, v in ov.items()]
 
 # %% ../nbs/10_testing.ipynb #5607f0ad
 def moved_after_two_steps(m: nn.Module, call: Optional[Callable] = None, lr: float = 1e-2) -> tuple:

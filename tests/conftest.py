@@ -27,3 +27,11 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv('STEANET_HOME', str(tmp_path))
     monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     yield
+
+
+@pytest.fixture(scope='session')
+def synth_root(tmp_path_factory):
+    "8 classes x (2 train + 1 val + 1 test) synthetic videos of 8 frames, made once per session for every test file."
+    from steanet.synthetic import make_synthetic_dataset
+    return make_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'videos', n_per_class=2, val_per_class=1,
+                                  test_per_class=1, frames=8, seed=3)

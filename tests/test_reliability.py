@@ -8,26 +8,16 @@ from pathlib import Path
 import pytest
 
 from steanet.cli import main
+from steanet.testing import tiny_overrides
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = 'Pw0rdSECRET'                                    # what `grep -r` must not find
 
 
-@pytest.fixture(scope='module')
-def synth(tmp_path_factory):
-    "8 classes x (2 train + 1 val + 1 test) synthetic videos of 8 frames."
-    from steanet.synthetic import make_synthetic_dataset
-    return make_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'videos', n_per_class=2, val_per_class=1,
-                                  test_per_class=1, frames=8, seed=3)
-
-
 def tiny(root, **kw):
-    "The demo preset on a random steanet-tiny backbone, 4 frames, one epoch, no loader workers."
-    ov = {'data.root': str(root), 'backbone.pretrained': 'none', 'backbone.allow_random_backbone': 'true',
-          'data.num_frames': 4, 'data.num_workers': 0, 'train.batch_size': 4, 'train.epochs': 1, 'train.lr': 3e-3,
-          'train.warmup_epochs': 0.5, 'tracking.enabled': 'false', **kw}
-    return [f'{k}={v}' for k, v in ov.items()]
+    "The shared tiny run (`testing.tiny_overrides`), one epoch, no loader workers."
+    return tiny_overrides(root, **{'data.num_workers': 0, 'train.epochs': 1, **kw})
 
 
 def call(argv, env=None):
@@ -68,18 +58,18 @@ def mlflow_client(home):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def test_train_secret_nowhere_run_folder_kept_resume_set(synth, tmp_path):
+def test_train_secret_nowhere_run_folder_kept_resume_set(synth_root, tmp_path):
     "A password in a URL-valued field is masked everywhere; an existing run folder is refused byte for byte;"
     "`--resume --set` applies the safe changes and lists the refused ones; `--overwrite` replaces the run."
     from steanet.config import make_config
     from steanet.tracking import OWNER_TAG, setup_mlflow
     run = tmp_path / 'run'
     url = f'postgresql+psycopg://u:{SECRET}@db.example:5432/optuna'
-    args = ['train', '--config', 'demo', '--set', *tiny(synth, **{'tracking.enabled': 'true', 'tune.storage': url}),
+    args = ['train', '--config', 'demo', '--set', *tiny(synth_root, **{'tracking.enabled': 'true', 'tune.storage': url}),
             '--run-dir', str(run), '--json']
     # a run whose process was SIGKILLed (a pid that is gone) stays RUNNING until the next run in the store closes it
     p = subprocess.Popen([PY, '-c', 'pass']); p.wait()
-    cl, exp, _ = setup_mlflow(make_config('demo', tiny(synth, **{'tracking.enabled': 'true'})))
+    cl, exp, _ = setup_mlflow(make_config('demo', tiny(synth_root, **{'tracking.enabled': 'true'})))
     gone = cl.create_run(exp, tags={OWNER_TAG: json.dumps({'host': socket.gethostname(), 'pid': p.pid, 'start': '0'})})
     rc, out, err = call(args)
     assert rc == 0, err[-3000:]
@@ -129,12 +119,12 @@ def sigterm_when(ready, timeout: float = 240):
     return t
 
 
-def test_sigterm_during_train_ends_run_killed(synth, tmp_path):
+def test_sigterm_during_train_ends_run_killed(synth_root, tmp_path):
     "SIGTERM mid-training: exit 130 with one line, the MLflow run KILLED (none RUNNING), the run resumable."
     run = tmp_path / 'run'
     watcher = sigterm_when(lambda: (run / 'resume.pt').exists())       # after the first epoch, 199 to go
     rc, out, err = call(['train', '--config', 'demo', '--quiet', '--run-dir', str(run), '--set',
-                         *tiny(synth, **{'tracking.enabled': 'true', 'train.epochs': 200})])
+                         *tiny(synth_root, **{'tracking.enabled': 'true', 'train.epochs': 200})])
     watcher.join()
     assert rc == 130 and err.strip().splitlines()[-1].startswith('steanet train: SIGTERM: stopped after step'), err[-3000:]
     assert 'Traceback' not in err
@@ -146,10 +136,10 @@ def test_sigterm_during_train_ends_run_killed(synth, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def ckpt(synth, tmp_path_factory):
+def ckpt(synth_root, tmp_path_factory):
     "One tiny trained run folder (tracking off), shared by the checkpoint cases."
     d = tmp_path_factory.mktemp('ckpt')
-    rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth), '--run-dir', str(d / 'run'), '--quiet'],
+    rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth_root), '--run-dir', str(d / 'run'), '--quiet'],
                         env={'STEANET_HOME': str(d)})
     assert rc == 0, err[-3000:]
     return d / 'run'
@@ -184,7 +174,7 @@ def tiny_tmpfs(path: Path, opts: str):
     finally: subprocess.run(['umount', '-l', str(path)], capture_output=True)
 
 
-def test_read_only_artifact_root_and_full_disk_one_line(synth, tmp_path, monkeypatch):
+def test_read_only_artifact_root_and_full_disk_one_line(synth_root, tmp_path, monkeypatch):
     "The artifact root cannot be written, the disk fills up mid-run: one line naming the path and the fix, exit 1."
     ro = tmp_path / 'ro'
     with contextlib.ExitStack() as stack:
@@ -192,34 +182,34 @@ def test_read_only_artifact_root_and_full_disk_one_line(synth, tmp_path, monkeyp
         elif not stack.enter_context(tiny_tmpfs(ro, 'ro,size=1m')):   # root writes through permissions: a read-only
             ro = Path('/sys/steanet-read-only')                        # file system (sysfs where tmpfs cannot mount)
         rc, out, err = call(['train', '--config', 'demo', '--set',
-                             *tiny(synth, **{'tracking.enabled': 'true', 'tracking.artifact_root': str(ro / 'art')}),
+                             *tiny(synth_root, **{'tracking.enabled': 'true', 'tracking.artifact_root': str(ro / 'art')}),
                              '--run-dir', str(tmp_path / 'run1'), '--quiet'])
         one_line_error(rc, err, ro / 'art' if ro.name == 'ro' else ro, 'tracking.artifact_root')
     full = tmp_path / 'full'
     with tiny_tmpfs(full, 'size=64k') as mounted:
         if not mounted:                             # no tmpfs: the write layer says ENOSPC, as a full disk does
             monkeypatch.setattr(os, 'fsync', lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
-        rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth), '--run-dir', str(full / 'run'), '--quiet'])
+        rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth_root), '--run-dir', str(full / 'run'), '--quiet'])
         one_line_error(rc, err, 'No space left on device', full / 'run', 'free space')
 
 
-def test_unreachable_tracking_store_in_tune_one_line(synth, tmp_path):
+def test_unreachable_tracking_store_in_tune_one_line(synth_root, tmp_path):
     "tune against an HTTP server or a PostgreSQL store that is not there: one line within seconds, the password masked."
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     for uri in (f'http://127.0.0.1:{port}', f'postgresql+psycopg://u:{SECRET}@127.0.0.1:{port}/mlflow'):
         t0 = time.time()
-        rc, out, err = call(['tune', '--config', 'demo', '--set', *tiny(synth, **{'tracking.enabled': 'true'}),
+        rc, out, err = call(['tune', '--config', 'demo', '--set', *tiny(synth_root, **{'tracking.enabled': 'true'}),
                              '--n-trials', '1', '--no-plots'], env={'MLFLOW_TRACKING_URI': uri})
         one_line_error(rc, err, 'not reachable', f'127.0.0.1:{port}')
         assert SECRET not in out + err and time.time() - t0 < 30
     assert not (tmp_path / 'mlruns' / 'optuna.db').exists()          # the store is checked before the study is touched
 
 
-def test_csv_rows_stay_rows(ckpt, synth, tmp_path):
+def test_csv_rows_stay_rows(ckpt, synth_root, tmp_path):
     'A video named a",b<newline>c.mp4 stays one row per rank in `predict --csv` and in the test predictions CSV.'
     name = tmp_path / 'a",b\nc.mp4'
-    shutil.copy(next(Path(synth).rglob('*.mp4')), name)
+    shutil.copy(next(Path(synth_root).rglob('*.mp4')), name)
     rc, out, err = call(['predict', '--checkpoint', str(ckpt), str(name), '--topk', '2', '--csv', str(tmp_path / 'p.csv')])
     assert rc == 0, err[-3000:]
     rows = list(csv.DictReader(io.StringIO((tmp_path / 'p.csv').read_text(), newline='')))
@@ -240,14 +230,14 @@ def _partial_copy(src: Path, dst: Path, frac: float = 0.6) -> Path:
     return dst
 
 
-def test_partial_video_counted_and_ruled(ckpt, synth, tmp_path, caplog):
+def test_partial_video_counted_and_ruled(ckpt, synth_root, tmp_path, caplog):
     "A partly decodable video: used, warned once with its path and counted (predict, train) or, with skip, left out."
     import logging
     caplog.set_level(logging.WARNING)       # tests/test_model.py quiets the root logger for the whole session
     from steanet.config import make_config
     from steanet.data import VideoRecord, load_records
     from steanet.train import fit
-    part = _partial_copy(sorted(Path(synth).rglob('*.mp4'))[0], tmp_path / 'part.mp4')
+    part = _partial_copy(sorted(Path(synth_root).rglob('*.mp4'))[0], tmp_path / 'part.mp4')
     rc, out, err = call(['predict', '--checkpoint', str(ckpt), str(part), '--json'])
     assert rc == 0, err[-3000:]
     (p,) = json.loads(out.strip().splitlines()[-1])['predictions']
@@ -257,7 +247,7 @@ def test_partial_video_counted_and_ruled(ckpt, synth, tmp_path, caplog):
     rc, out, err = call(['predict', '--checkpoint', str(ckpt), str(part), '--partial-videos', 'skip', '--json'])
     (p,) = json.loads(out.strip().splitlines()[-1])['predictions']
     assert rc == 1 and 'partly decodable' in p['error'] and not p['top']
-    cfg = make_config('demo', tiny(synth))
+    cfg = make_config('demo', tiny(synth_root))
     train, _ = load_records(cfg.data, 'train')
     train = [VideoRecord(str(part), train[0].label, train[0].class_name)] + train[1:]
     res = fit(cfg, train_records=train, run_dir=tmp_path / 'run', progress=False, test=False)   # partial_videos=use

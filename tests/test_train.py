@@ -5,27 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from steanet.testing import tiny_overrides
 from steanet.config import make_config, save_config
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope='session')
-def synth_root(tmp_path_factory):
-    "8 classes x (2 train + 1 val + 1 test) synthetic videos of 8 frames, made once per session."
-    from steanet.synthetic import make_synthetic_dataset
-    return make_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'videos', n_per_class=2, val_per_class=1,
-                                  test_per_class=1, frames=8, seed=3)
-
-
-def tiny_overrides(root, **kw):
-    "The demo preset on a random steanet-tiny backbone, 4 frames, a few steps per epoch."
-    ov = {'data.root': str(root), 'backbone.pretrained': 'none', 'backbone.allow_random_backbone': 'true',
-          'data.num_frames': 4, 'train.batch_size': 4, 'train.epochs': 2, 'train.lr': 3e-3, 'train.warmup_epochs': 0.5,
-          'tracking.enabled': 'false'}
-    ov.update({k: v for k, v in kw.items()})
-    return [f'{k}={v}' for k, v in ov.items()]
 
 
 def cli(args, env=None, check=True, timeout=300):
