@@ -686,16 +686,17 @@ def log_checkpoint_use(cfg: ExperimentConfig, meta: dict, kind: str, checkpoint,
     run = start_run(cfg, run_name=f'{kind}-{time.strftime("%Y%m%d-%H%M%S")}', parent_run_id=parent,
                     tags={'steanet.kind': kind, 'steanet.checkpoint': str(checkpoint), 'steanet.trained_run': meta.get('run_id'),
                           'variant': meta.get('variant'), 'backbone_sha256': (meta.get('backbone') or {}).get('sha256')})
-    try:
-        run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
-        with tempfile.TemporaryDirectory() as d:
-            write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
-            run.log_artifact(Path(d) / f'{kind}_predictions.csv')
-            if confusion is not None:
-                confusion_figure(confusion, class_names).savefig(Path(d) / 'confusion.png')
-                atomic_write(Path(d) / 'per_class.csv', per_class_report(confusion, class_names))
-                for f in ('confusion.png', 'per_class.csv'): run.log_artifact(Path(d) / f)
-    except BaseException as e:
-        log_run_error(run, e); raise
+    with sigterm_as_interrupt():           # a SIGTERM while it logs ends the run KILLED, as Ctrl-C does
+        try:
+            run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
+            with tempfile.TemporaryDirectory() as d:
+                write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
+                run.log_artifact(Path(d) / f'{kind}_predictions.csv')
+                if confusion is not None:
+                    confusion_figure(confusion, class_names).savefig(Path(d) / 'confusion.png')
+                    atomic_write(Path(d) / 'per_class.csv', per_class_report(confusion, class_names))
+                    for f in ('confusion.png', 'per_class.csv'): run.log_artifact(Path(d) / f)
+        except BaseException as e:
+            log_run_error(run, e); raise
     run.end('FINISHED')
     return run.run_id
