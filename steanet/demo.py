@@ -259,11 +259,14 @@ def demo_checkpoint(train_if_missing: bool = True, quick: bool = False, progress
 
 # %% ../nbs/05a_demo.ipynb #a3de57fc
 def default_threads() -> int:
-    """Torch CPU threads for the demo: the cores this process may use, minus those the 1-minute load average says
-    are busy with other work (an over-subscribed CPU makes every OpenMP barrier wait), at least 1."""
+    """Torch CPU threads for the demo: the cores this process may use, minus those other work keeps busy now (an
+    over-subscribed CPU makes every OpenMP barrier wait), at least 1. "Now" is the kernel's count of runnable tasks
+    (`/proc/loadavg`, less this process), not the 1-minute average, which still counts an install that just ended."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    try: busy = os.getloadavg()[0]
-    except OSError: busy = 0.0
+    try: busy = max(0, int(open('/proc/loadavg').read().split()[3].split('/')[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        try: busy = os.getloadavg()[0]
+        except OSError: busy = 0.0
     return max(1, min(cores, int(round(cores - busy + 0.5))))
 
 def demo_table(res: dict) -> str:
