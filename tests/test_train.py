@@ -99,39 +99,51 @@ def uninterrupted(synth_root, tmp_path_factory):
     return cfgp, last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(d / 'full'), '--json']).stdout), d / 'full'
 
 
-def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
-    "SIGKILL mid-epoch, --resume: final metrics and adapter weights equal an uninterrupted run's."
-    cfgp, full, full_dir = uninterrupted
-
+def _signal_in_second_epoch(cfgp, run_dir, sig, stdout=subprocess.DEVNULL):
+    "`steanet train` in a subprocess, sent `sig` once its resume state is inside the second epoch: `(process, state)`."
+    from steanet.train import load_resume_state
     code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
     env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
-    killed = tmp_path / 'killed'
-    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(killed),
-                          '--checkpoint-every', '1', '--json'], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    from steanet.train import load_resume_state
-    deadline, seen = time.time() + 240, None
+    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(run_dir),
+                          '--checkpoint-every', '1', '--json'], env=env, stdout=stdout, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:
-        rp = killed / 'resume.pt'
+        rp = run_dir / 'resume.pt'
         if rp.exists():
             try: st = load_resume_state(rp)
             except Exception: st = None
             if st and st['epoch'] == 1 and 0 < st['pos'] <= 4:   # inside the second epoch
-                p.send_signal(signal.SIGKILL); seen = (st['epoch'], st['pos']); break
+                p.send_signal(sig); return p, st
         time.sleep(0.01)
+    return p, None
+
+
+def _resume_equals(run_dir, full, full_dir) -> dict:
+    "`--resume` the run in `run_dir`: its final metrics and adapter weights equal the uninterrupted run's; its result."
+    res = last_json(cli(['train', '--resume', str(run_dir), '--json']).stdout)
+    for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
+        assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
+    for f in ('best.safetensors', 'last.safetensors'):
+        a, b = load_st(full_dir / f), load_st(run_dir / f)
+        assert set(a) == set(b)
+        for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
+    return res
+
+
+def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    "SIGKILL mid-epoch, --resume: final metrics and adapter weights equal an uninterrupted run's."
+    from steanet.train import load_resume_state
+    cfgp, full, full_dir = uninterrupted
+    killed = tmp_path / 'killed'
+    p, seen = _signal_in_second_epoch(cfgp, killed, signal.SIGKILL)
     p.wait(30)
     assert seen is not None, f'never saw a mid-epoch resume state (rc={p.returncode}): {p.stderr.read().decode()[-2000:]}'
     assert p.returncode == -signal.SIGKILL
     st = load_resume_state(killed / 'resume.pt')
     assert st['epoch'] == 1 and st['pos'] > 0, (st['epoch'], st['pos'])   # the state on disk is mid-epoch
     assert not (killed / 'test_predictions.csv').exists()
-    res = last_json(cli(['train', '--resume', str(killed), '--json']).stdout)
+    res = _resume_equals(killed, full, full_dir)
     assert res['run_id'] == st['run_id']                        # the same MLflow run continues
-    for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
-        assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
-    for f in ('best.safetensors', 'last.safetensors'):
-        a, b = load_st(full_dir / f), load_st(killed / f)
-        assert set(a) == set(b)
-        for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
 
 
 def test_sigterm_stops_after_the_step_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
@@ -141,20 +153,9 @@ def test_sigterm_stops_after_the_step_and_resume_equals_uninterrupted(uninterrup
     import mlflow
     from steanet.train import load_resume_state
     cfgp, full, full_dir = uninterrupted
-    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
-    env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
     stopped = tmp_path / 'stopped'
-    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(stopped),
-                          '--checkpoint-every', '1', '--json'], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline, sent = time.time() + 240, None
-    while time.time() < deadline and p.poll() is None:
-        rp = stopped / 'resume.pt'
-        if rp.exists():
-            try: st = load_resume_state(rp)
-            except Exception: st = None
-            if st and st['epoch'] == 1 and 0 < st['pos'] <= 4:              # inside the second epoch
-                p.send_signal(signal.SIGTERM); sent = st['global_step']; break
-        time.sleep(0.01)
+    p, seen = _signal_in_second_epoch(cfgp, stopped, signal.SIGTERM, stdout=subprocess.PIPE)
+    sent = seen['global_step'] if seen else None
     out, err = p.communicate(timeout=120)
     assert sent is not None, f'never saw a mid-epoch state (rc={p.returncode}): {err.decode()[-2000:]}'
     assert p.returncode == 130, err.decode()[-2000:]
@@ -167,13 +168,8 @@ def test_sigterm_stops_after_the_step_and_resume_equals_uninterrupted(uninterrup
     assert f'stopped after step {st["global_step"]} (epoch 2, batch {st["pos"]}/8)' in line
     client = mlflow.MlflowClient(f'sqlite:///{os.environ["STEANET_HOME"]}/mlruns/mlflow.db')
     assert client.get_run(st['run_id']).info.status == 'KILLED'
-    res = last_json(cli(['train', '--resume', str(stopped), '--json']).stdout)
+    res = _resume_equals(stopped, full, full_dir)
     assert res['run_id'] == st['run_id'] and client.get_run(st['run_id']).info.status == 'FINISHED'
-    for k in ('best_val_top1', 'val/top1', 'val/loss', 'train/epoch_loss', 'test/top1', 'test/loss'):
-        assert res['metrics'][k] == pytest.approx(full['metrics'][k], abs=1e-6), k
-    for f in ('best.safetensors', 'last.safetensors'):
-        a, b = load_st(full_dir / f), load_st(stopped / f)
-        for k in a: torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=lambda m: f'{f} {k}: {m}')
 
 
 def test_two_process_gloo_equals_one_process(synth_root, tmp_path):
