@@ -16,10 +16,10 @@ from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, 
 # %% auto #0
 __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
            'check_tracking', 'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run',
-           'start_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs',
-           'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure',
-           'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch',
-           'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
+           'start_system_metrics', 'stop_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead',
+           'close_dead_runs', 'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure',
+           'curves_figure', 'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step',
+           'log_epoch', 'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
            'model_signature', 'model_requirements', 'video_probabilities', 'predictions_frame', 'check_backbone_file',
            'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
@@ -201,7 +201,7 @@ class Run:
     def end(self, status: str = 'FINISHED'):
         "Flush and close the run (only runs this handle created are closed)."
         if not self.active: return
-        if self.monitor is not None: self.monitor.finish(); self.monitor = None   # the thread stops before the run ends
+        if self.monitor is not None: stop_system_metrics(self.monitor); self.monitor = None   # before the run ends
         self.flush()
         if self.owned: self.client.set_terminated(self.run_id, status=status)
     @property
@@ -249,8 +249,19 @@ def start_system_metrics(run: Run, cfg: ExperimentConfig, resume: bool = False) 
     logging.getLogger('mlflow.system_metrics').setLevel(logging.WARNING)   # no start/stop lines per run
     run.monitor = SystemMetricsMonitor(run.run_id, sampling_interval=cfg.tracking.system_metrics_interval,
                                        resume_logging=resume, tracking_uri=run.uri)
+    run.monitor.first_step = run.monitor._logging_step
     run.monitor.start()
     return run
+
+def stop_system_metrics(monitor) -> None:
+    """Stop `monitor`'s thread and flush it. A run that ends before the thread's first sample was logged (shorter than
+    one interval, or the thread starved on a busy machine) still gets one sample, taken now: every run that asked for
+    system metrics has them. Never raises: system metrics must not fail the run they describe."""
+    try:
+        monitor.finish()
+        if monitor._logging_step == monitor.first_step:
+            monitor.collect_metrics(); monitor.publish_metrics(monitor.aggregate_metrics()); monitor.mlflow_logger.flush()
+    except Exception as e: warnings.warn(f'system metrics not logged ({type(e).__name__}: {e})')
 
 def attach_run(cfg: Optional[ExperimentConfig], run_id: str) -> Run:
     "A handle on an existing run that someone else owns: logged into, never closed, its status left as it is."
