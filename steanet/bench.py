@@ -137,7 +137,6 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     if steps is None: steps = 10 if dev.type == 'cuda' else 2
     if warmup is None: warmup = 3 if dev.type == 'cuda' else 0
     if threads: torch.set_num_threads(threads)
-    logging.getLogger().setLevel(logging.ERROR)   # open_clip warns about random weights; expected here
     dt = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp, torch.float32)
     gemm = gemm_flops_per_s(dev, dt)
     res = dict(device=(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'),

@@ -26,9 +26,9 @@ from .adapters import (ADAPTER_TYPES, SpatialAdapter, TemporalAdapter, TemporalI
 __all__ = ['TINY_CONFIGS', 'EXTRA_SAFE_GLOBALS', 'TUNABLE_KINDS', 'register_tiny_configs', 'RandomBackboneError', 'BackboneError',
            'WeightsFileError', 'file_sha256', 'safe_globals', 'read_weights', 'checkpoint_state_dict', 'load_visual',
            'layer_norm', 'packed_attention', 'drop_path', 'drop_path_tokens', 'STEABlock', 'TemporalEmbedding',
-           'ClassifierHead', 'STEANet', 'mark_trainable', 'count_parameters', 'print_trainable_parameters',
-           'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone', 'save_backbone_weights', 'build_model',
-           'load_official_checkpoint', 'convert_checkpoint']
+           'ClassifierHead', 'official_geometry_error', 'STEANet', 'mark_trainable', 'count_parameters',
+           'print_trainable_parameters', 'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone',
+           'save_backbone_weights', 'build_model', 'load_official_checkpoint', 'convert_checkpoint']
 
 # %% ../nbs/02_model.ipynb #4dc9b112
 TINY_CONFIGS = {
@@ -351,9 +351,7 @@ class STEABlock(nn.Module):
         """The release's block, op for op (its seq-first layout is rebuilt where its reinterpretations read memory);
         drop path only on the temporal adapter and the scaled MLP adapter, per token position (`drop_path_tokens`)."""
         n, B = x.shape[1], x.shape[0] // T
-        if n != 197 and (self.TEA is not None or self.SEA is not None):
-            raise ValueError(f'variant="official" reproduces the release, which only runs at 197 tokens per frame '
-                             f'(14x14 patches, e.g. ViT-B/16 at 224 px); got {n}. Use variant="steanet" for other sizes')
+        if n != 197 and (self.TEA is not None or self.SEA is not None): raise official_geometry_error(n)
         dp = lambda y: drop_path_tokens(y, self.drop_path_rate, self.training)
         # 1. temporal: T_Adapter on the attention across frames, plus TEA reinterpreted with .view(n, b*t, d)
         xt_ln = self.ln_1(rearrange(x, '(b t) n d -> (b n) t d', t=T))
@@ -407,6 +405,12 @@ class ClassifierHead(nn.Module):
 
 # VARIANTS ('steanet', 'official', 'aim', 'linear_probe') comes from steanet.config (the config checks against it)
 
+def official_geometry_error(n_tokens: int) -> BackboneError:
+    "The one line for an `official` model whose TEA/SEA would run at other than the release's 197 tokens per frame."
+    return BackboneError(f'variant="official" reproduces the release, which only runs at 197 tokens per frame (14x14 '
+                         f'patches, e.g. ViT-B/16 at 224 px); got {n_tokens}. Use variant="steanet" for other sizes '
+                         f'(--set adapters.variant=steanet; bench model: --variants steanet)')
+
 class STEANet(nn.Module):
     "A frozen open_clip `VisionTransformer` with per-block adapters, a temporal embedding and a linear head."
     def __init__(self, visual: VisionTransformer, *, num_classes: int, num_frames: int,
@@ -422,6 +426,8 @@ class STEANet(nn.Module):
             raise ValueError('STEANet needs a class-token ViT (pool_type="tok", no attentional pooling, ln_post before pooling)')
         if not isinstance(visual.patch_dropout, nn.Identity):
             raise ValueError('patch dropout is not supported (it drops different patches per frame); build with patch_dropout=0')
+        n = 1 + math.prod(visual.grid_size)
+        if a.variant == 'official' and (a.tea_ratio > 0 or a.sea_ratio > 0) and n != 197: raise official_geometry_error(n)
         self.visual, self.variant, self.adapters = visual, a.variant, a
         self.num_frames, self.num_classes = num_frames, num_classes
         self.width = visual.conv1.out_channels

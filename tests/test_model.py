@@ -7,7 +7,6 @@ runs on tiny ViTs and the fixture videos.
 """
 import io
 import json
-import logging
 from contextlib import redirect_stdout
 
 import pytest
@@ -25,7 +24,6 @@ from steanet.model import (STEANet, build_model, load_official_checkpoint, count
                            RandomBackboneError, BackboneError, file_sha256)
 from steanet.testing import tiny_model as tiny, randomise_adapters as randomise   # steanet-tiny, 5 classes, random backbone
 
-logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random weights on every tiny build
 
 
 def vit(image_size, patch, width=64, layers=2, heads=2, quick_gelu=False):
@@ -276,6 +274,11 @@ def test_bench_cli_dispatch(capsys):
     assert main(['bench', '--help']) == 0
     assert 'steanet.data' in capsys.readouterr().out     # `bench data` times the data pipeline of steanet.data
     assert main(['bench', 'nope']) == 2
+    capsys.readouterr()
+    # the default variants include `official`, which a backbone without 14x14 patches cannot run: one line, exit 1
+    assert main(['bench', 'model', '--backbone', 'steanet-tiny', '--frames', '2', '--steps', '1']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and '197 tokens' in err and '--variants steanet' in err, err
 
 
 def test_bench_data_cli_smoke(fixtures_dir, capsys):
