@@ -12,14 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig, cache_dir
+from .config import DataConfig, SteanetError, cache_dir
 from .data import VIDEO_EXTS, VideoRecord, build_dataloader, find_fixtures, write_video
 
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'bench_model', 'bench_model_table', 'long_bench_videos',
-           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table']
+__all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'BenchError', 'bench_device', 'check_counts', 'bench_model',
+           'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
+           'bench_store_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -127,13 +128,37 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     return out
 
 # %% ../nbs/08_bench.ipynb #15e87d25
+class BenchError(SteanetError, ValueError):
+    "A benchmark asked for what it cannot measure (a size below 1, a device that is not here, no videos): one line."
+
+def bench_device(device: str = 'auto') -> torch.device:
+    "`auto` -> CUDA when there is one, else CPU; a device that is not here is one line naming `--device`."
+    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try: dev = torch.device(device)
+    except RuntimeError: raise BenchError(f'--device {device!r}: not a device; use auto, cpu, cuda or cuda:N') from None
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        raise BenchError(f'--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible); '
+                         f'use --device cpu or auto')
+    if dev.type not in ('cpu', 'cuda'): raise BenchError(f'--device {device}: benchmarks run on cpu or cuda')
+    return dev
+
+def check_counts(**counts) -> None:
+    "Each `flag=(value, least)` is None (the default) or an integer >= least, else one line naming the flag."
+    for k, (v, lo) in counts.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise BenchError(f'--{k.replace("_", "-")} {v!r}: must be an integer >= {lo}')
+
 def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                 variants: Sequence[str] = ('official', 'steanet'), steps: Optional[int] = None,
                 warmup: Optional[int] = None, device='auto', amp='off', grad_checkpointing=False,
                 threads: Optional[int] = None) -> dict:
     "Benchmark `variants` (default official vs steanet); the dict `steanet bench model --json` prints."
-    if device == 'auto': device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
+    from steanet.model import VARIANTS
+    check_counts(frames=(frames, 1), batch=(batch, 1), image_size=(image_size, 1), steps=(steps, 1),
+                 warmup=(warmup, 0), threads=(threads, 1))
+    if not variants or any(v not in VARIANTS for v in variants):
+        raise BenchError(f'--variants {",".join(variants)!r}: comma-separated, each one of {", ".join(VARIANTS)}')
+    dev = bench_device(device)
     if steps is None: steps = 10 if dev.type == 'cuda' else 2
     if warmup is None: warmup = 3 if dev.type == 'cuda' else 0
     if threads: torch.set_num_threads(threads)
@@ -234,7 +259,10 @@ def _bench_sets(fixtures, sets, long_videos: int, long_seconds: float) -> dict:
     fx = Path(fixtures) if fixtures else (find_fixtures() / 'videos' if find_fixtures() else None)
     vsets = {}
     if 'fixtures' in sets:
-        if fx and fx.is_dir(): vsets['fixtures'] = sorted(p for p in fx.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+        found = sorted(p for p in fx.iterdir() if p.suffix.lower() in VIDEO_EXTS) if fx and fx.is_dir() else []
+        if found: vsets['fixtures'] = found
+        elif fixtures: raise BenchError(f'--fixtures {fixtures}: no videos ({", ".join(VIDEO_EXTS)}) in this folder; '
+                                        f'give a folder of video files')
         else: log.warning('fixture videos not found; skipping that set')
     if 'long' in sets: vsets['long'] = long_bench_videos(long_videos, long_seconds)
     if 'long-gop1s' in sets: vsets['long-gop1s'] = long_bench_videos(long_videos, long_seconds, gop=25)
@@ -244,6 +272,9 @@ def bench_data(fixtures=None, *, workers=(0, 1, 2), decoders=('decord', 'pyav'),
                num_frames: int = 16, input_size: int = 224, short_side: int = 256, long_videos: int = 2,
                long_seconds: float = 60.0, sets=BENCH_SETS, sampling: str = 'segment', progress: bool = True) -> dict:
     "Loader throughput (clips/s, frames/s) per video set x decoder x workers; a dict with `results` rows."
+    check_counts(clips=(clips, 1), batch=(batch, 1), frames=(num_frames, 1), size=(input_size, 1),
+                 short_side=(short_side, 1), long_videos=(long_videos, 1))
+    for w in workers: check_counts(workers=(w, 0))
     vsets = _bench_sets(fixtures, sets, long_videos, long_seconds)
     res = []
     for sname, paths in vsets.items():
