@@ -278,7 +278,8 @@ def predict_parser() -> Parser:
     p.add_argument('videos', nargs='+', metavar='VIDEO', help='video files')
     p.add_argument('--topk', type=int, default=3, help='classes per video (default 3)')
     p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
-    p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file')
+    p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file (kept if it exists)')
+    p.add_argument('--overwrite', action='store_true', help='replace the --csv file if it exists')
     p.add_argument('--no-mlflow', action='store_true', help='do not log these predictions as an MLflow run')
     p.add_argument('--partial-videos', choices=('use', 'skip'), help="a partly decodable video: use it (warned, "
                    "counted) or skip it (its row gets the error); default: the checkpoint's data.partial_videos")
@@ -289,7 +290,7 @@ def predict_cmd(a) -> Outcome:
     from steanet.train import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
-                           csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow)
+                           csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow, overwrite=a.overwrite)
     text = [f"{r['video']}: " + (f"ERROR {r['error']}" if r['error'] else
                                  ', '.join(f"{t['class']} {t['prob']:.3f}" for t in r['top'])
                                  + (' (partly decodable)' if r.get('n_partial') else '')) for r in preds]
@@ -411,7 +412,9 @@ def explain_parser() -> Parser:
     p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
     p.add_argument('--limit', type=int, help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=int, help='class to explain (default: the predicted one)')
-    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json)')
+    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json); one that holds an '
+                   'earlier explanation is kept unless --overwrite')
+    p.add_argument('--overwrite', action='store_true', help='write into an --out that holds an earlier explanation')
     p.add_argument('--faithfulness', action='store_true',
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
@@ -432,7 +435,8 @@ def explain_cmd(a) -> Outcome:
                       target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
                       mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
-                      allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a))
+                      allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a),
+                      overwrite=a.overwrite)
     times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
     preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
              + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
@@ -495,7 +499,9 @@ def check_data_parser() -> Parser:
     p.add_argument('--full', action='store_true', help='decode every frame (slow, thorough)')
     p.add_argument('--min-frames', type=int, default=2, help='fewer frames than this is reported as too_short')
     p.add_argument('--timeout', type=float, default=120.0, help='seconds per file before the worker is killed')
-    p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv)')
+    p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
+                   'kept if it exists')
+    p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
     return p
 
 def check_data_text(s: dict) -> str:
@@ -512,7 +518,7 @@ def check_data_cmd(a) -> Outcome:
     from steanet.data import check_data
     s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
                    frames=a.frames, full=a.full, min_frames=a.min_frames, timeout=a.timeout, report=a.report,
-                   progress=progress(a))
+                   progress=progress(a), overwrite=a.overwrite)
     return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
 
 

@@ -15,8 +15,8 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
            'connect_url', 'restore_secrets', 'one_line', 'config_from_dict', 'config_to_dict', 'redacted_dict',
-           'flatten_config', 'validate_config', 'atomic_write', 'config_yaml', 'save_config', 'load_config',
-           'merge_config', 'apply_overrides', 'list_presets', 'get_preset', 'make_config', 'show_config',
+           'flatten_config', 'validate_config', 'atomic_write', 'new_output', 'config_yaml', 'save_config',
+           'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset', 'make_config', 'show_config',
            'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
@@ -503,6 +503,14 @@ def atomic_write(path, data: Union[bytes, str], encoding='utf-8') -> Path:
             raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
         raise
     return path
+
+def new_output(path, overwrite: bool = False) -> Path:
+    """`path` for a file a command is about to write, checked before the work: a file already there is kept and the
+    command refused (`ConfigError`), unless `overwrite`; a folder there is always refused."""
+    p = Path(path)
+    if p.is_dir(): raise ConfigError(f'{p}: is a folder; give a file name')
+    if p.exists() and not overwrite: raise ConfigError(f'{p}: exists and is kept; choose another file (or pass --overwrite)')
+    return p
 
 def config_yaml(cfg: ExperimentConfig, redact: bool = True) -> str:
     "The config as YAML with secrets masked: what a run writes to `config.yaml` and `steanet config show` prints."

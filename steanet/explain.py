@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from einops import rearrange, reduce, repeat
 
-from .config import ExplainConfig, ExperimentConfig, atomic_write, make_config
+from .config import ConfigError, ExplainConfig, ExperimentConfig, atomic_write, make_config
 from .checkpoint import restore_checkpoint
 
 # %% auto #0
@@ -607,15 +607,21 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
                 out='explain', overrides: Sequence[str] = (), faithfulness: bool = True, steps: int = 16,
                 n_random: int = 4, max_figures: int = 8, gifs: bool = True, mlflow_run: Optional[str] = None,
                 backbone_weights=None, allow_backbone_mismatch: bool = False, device: Optional[str] = None,
-                progress: bool = False) -> dict:
-    "What `steanet explain` does, as a function: returns the result dict (summary, clips, files, out, run_id)."
+                progress: bool = False, overwrite: bool = False) -> dict:
+    """What `steanet explain` does, as a function: returns the result dict (summary, clips, files, out, run_id). An
+    `out` folder that holds an earlier explanation (`summary.json`) is kept and the call refused, unless `overwrite`."""
     if not videos and not dataset:
-        raise ValueError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
+        raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
+    if (Path(out) / 'summary.json').exists() and not overwrite:
+        raise ConfigError(f'{out}: holds an earlier explanation (summary.json), kept; choose another --out (or pass --overwrite)')
     from steanet.data import load_records
     from steanet.tracking import resolve_checkpoint
     checkpoint, backbone_weights = resolve_checkpoint(checkpoint, backbone_weights)   # models:/... and runs:/.../model too
     r = restore_checkpoint(checkpoint, overrides, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights, device=device or 'auto')
+    rid = r.meta.get('run_id') if mlflow_run == 'checkpoint' else mlflow_run
+    if mlflow_run and not rid:
+        raise ConfigError(f'{checkpoint}: the checkpoint records no MLflow run id; pass --mlflow-run RUN_ID')
     cfg = r.cfg; cfg.data = _explain_data(cfg, dataset, overrides)
     if videos: cfg.data.store = ''                      # files named on the command line are read from disk
     if target is not None: cfg.explain.target = target
@@ -630,8 +636,5 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     res.update(out=str(out), files=[str(f) for f in writer.files], checkpoint=str(checkpoint), methods=methods,
                class_names=r.class_names, run_id=None)
     atomic_write(out / 'summary.json', json.dumps(res, indent=1, default=str) + '\n')
-    if mlflow_run:
-        rid = r.meta.get('run_id') if mlflow_run == 'checkpoint' else mlflow_run
-        if not rid: raise ValueError(f'{checkpoint}: the checkpoint records no MLflow run id; pass --mlflow-run RUN_ID')
-        res['run_id'] = log_explanation(rid, out, res, cfg)
+    if mlflow_run: res['run_id'] = log_explanation(rid, out, res, cfg)
     return res

@@ -17,8 +17,8 @@ import torch.distributed as dist
 from einops import rearrange
 
 from .config import (ExperimentConfig, ConfigError, SteanetError, apply_overrides, atomic_write, config_from_dict,
-                            config_to_dict, flatten_config, make_config, project_dir, redacted_dict, restore_secrets,
-                            save_config)
+                            config_to_dict, flatten_config, make_config, new_output, project_dir, redacted_dict,
+                            restore_secrets, save_config)
 from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
@@ -875,11 +875,13 @@ def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> di
 
 def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[int] = None,
                    allow_backbone_mismatch: bool = False, backbone_weights: Optional[str] = None, csv=None,
-                   partial_videos: Optional[str] = None, log: bool = False) -> list:
+                   partial_videos: Optional[str] = None, log: bool = False, overwrite: bool = False) -> list:
     """Top-k classes per video file: `[{'video', 'top': [{'class', 'prob'}...], 'error', 'n_partial'}]`; with `csv`,
-    also written there (one row per video and rank). `checkpoint` as for `eval_checkpoint`; `partial_videos` (use |
+    also written there (one row per video and rank; a file already there is kept and the call refused unless
+    `overwrite`). `checkpoint` as for `eval_checkpoint`; `partial_videos` (use |
     skip) overrides the checkpoint's `data.partial_videos` for partly decodable files; with `log`, an MLflow run nested
     under the training run records the predictions (`predict_predictions.csv`) and how many videos failed."""
+    if csv: new_output(csv, overwrite)
     checkpoint, backbone_weights = tracking.resolve_checkpoint(checkpoint, backbone_weights)
     ov = ['data.bad_items=raise'] + ([f'data.partial_videos={partial_videos}'] if partial_videos else [])
     r = restore_checkpoint(checkpoint, ov, views=views, files=True,

@@ -253,3 +253,28 @@ def test_partial_video_counted_and_ruled(ckpt, synth_root, tmp_path, caplog):
     res = fit(cfg, train_records=train, run_dir=tmp_path / 'run', progress=False, test=False)   # partial_videos=use
     h = res['history'][0]                       # (skip: substituted and counted as bad, see 03d_datasets)
     assert h['data/partial_items'] >= 1 and h['data/bad_items'] == 0, h
+
+
+def test_outputs_never_replace_what_is_there(ckpt, synth_root, tmp_path):
+    """`predict --csv`, `explain --out`, `check-data --report`, `prepare-data --out` onto what is already there (a run's
+    own best.json, an earlier explanation, an earlier report, one's videos): exit 1, one line, not a byte changed,
+    checked before any work; `--overwrite` replaces the first three (a store never goes into a foreign folder)."""
+    video = str(next(Path(synth_root).rglob('*.mp4')))
+    before = snapshot(ckpt)
+    one_line_error(*call(['predict', video, '--checkpoint', str(ckpt), '--csv', str(ckpt / 'best.json'), '--no-mlflow'])[::2],
+                   ckpt / 'best.json', 'exists and is kept', '--overwrite')
+    assert snapshot(ckpt) == before                                        # the run's metadata is intact
+    out = tmp_path / 'p.csv'; out.write_text('mine')
+    assert call(['predict', video, '--checkpoint', str(ckpt), '--csv', str(out), '--no-mlflow', '--overwrite'])[0] == 0
+    assert out.read_text().startswith('video,')
+    ex = tmp_path / 'ex'; ex.mkdir(); (ex / 'summary.json').write_text('{"earlier": 1}')
+    one_line_error(*call(['explain', video, '--checkpoint', str(ckpt), '--out', str(ex), '--method', 'saliency'])[::2],
+                   ex, 'earlier explanation', '--overwrite')
+    assert [p.name for p in ex.iterdir()] == ['summary.json'] and (ex / 'summary.json').read_text() == '{"earlier": 1}'
+    rep = tmp_path / 'r.csv'; rep.write_text('mine')
+    one_line_error(*call(['check-data', str(synth_root), '--report', str(rep), '--workers', '1'])[::2], rep, 'exists and is kept')
+    assert rep.read_text() == 'mine'
+    src = snapshot(synth_root)
+    one_line_error(*call(['prepare-data', '--config', 'demo', '--set', f'data.root={synth_root}', '--out', str(synth_root),
+                          '--workers', '0'])[::2], synth_root, 'not a store and not empty')
+    assert snapshot(synth_root) == src

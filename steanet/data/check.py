@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..config import ExperimentConfig, atomic_write, cache_dir
+from ..config import ExperimentConfig, atomic_write, cache_dir, new_output
 from .records import VIDEO_EXTS, _SPLIT_DIRS, DataError, VideoRecord, _resolve, has_subset, load_records
 from .video import DecodeError, open_video
 
@@ -167,11 +167,13 @@ def _write_report(report: Path, rows: list, records) -> None:
     atomic_write(report, buf.getvalue())
 
 def check_data(dataset=None, *, cfg=None, records=None, workers: int = 2, decoder: str = 'auto', frames: int = 16,
-               full: bool = False, min_frames: int = 2, timeout: float = 120.0, report=None, progress: bool = True) -> dict:
+               full: bool = False, min_frames: int = 2, timeout: float = 120.0, report=None, progress: bool = True,
+               overwrite: bool = False) -> dict:
     "Decode every video of `dataset` (a folder) / `cfg` (its train+test records) / `records` in subprocesses; a summary dict."
     records, classes = _records_to_check(dataset, cfg, records)
     name = Path(str(dataset)).name if dataset is not None else (cfg.data.dataset if isinstance(cfg, ExperimentConfig) else 'records')
     report = Path(report) if report else cache_dir('reports') / f'check-data-{name}-{time.strftime("%Y%m%d-%H%M%S")}.csv'
+    for f in (report, report.with_suffix('.summary.json')): new_output(f, overwrite)   # before any video is decoded
     jobs = [dict(path=r.path, decoder=decoder, frames=frames, full=full, min_frames=min_frames) for r in records]
     t0 = time.perf_counter()
     rows = _run_jobs(jobs, workers, timeout, progress)

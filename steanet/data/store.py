@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03g_store.ipynb #a1b20002
 from __future__ import annotations
-import hashlib, json, os, shutil, sys, time
+import hashlib, json, os, re, shutil, sys, time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -223,10 +223,24 @@ def _config_records(cfg: ExperimentConfig) -> list:
         out += [r for r in rs if _norm(r.path) not in seen]; seen.update(_norm(r.path) for r in rs)
     return out
 
+_SHA_DIR = re.compile(r'[0-9a-f]{64}|\..*\.tmp')
+
+def _foreign_files(out: Path) -> list:
+    "What in `out` a store did not write (a store: store.json, videos/<sha256>/, temporary .*.tmp folders)."
+    if not out.is_dir(): return []
+    v = out / 'videos'
+    return ([p for p in out.iterdir() if p.name not in ('store.json', 'videos') and not p.name.startswith('.')]
+            + ([p for p in v.iterdir() if not (p.is_dir() and _SHA_DIR.fullmatch(p.name))] if v.is_dir() else []))
+
 def _read_manifest(out: Path, opts: dict) -> dict:
-    "The manifest of an existing store (its options must be these) or a new one."
+    """The manifest of an existing store (its options must be these) or a new one; a folder with other files than a
+    store writes (one's videos, say: a mistyped --out) is refused, nothing written into it."""
     m = out / 'store.json'
-    if not m.is_file(): return dict(version=STORE_VERSION, **opts, videos={}, bad={})
+    if not m.is_file():
+        if foreign := _foreign_files(out):
+            raise DataError(f'{out}: not a store and not empty (holds {foreign[0].name}, ...); give --out a new or empty '
+                            f'folder, or an existing store')
+        return dict(version=STORE_VERSION, **opts, videos={}, bad={})
     man = json.loads(m.read_text())
     old = {k: man.get(k) for k in opts}
     if man.get('version') != STORE_VERSION or old != opts:
