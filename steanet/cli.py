@@ -13,14 +13,14 @@ from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, St
                             list_presets, make_config, redact, redact_tree, redacted_dict, show_config, validate_config)
 
 # %% auto #0
-__all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'add_common_args',
-           'make_parser', 'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run', 'train_parser',
-           'register_overrides', 'preflight', 'smoke_overrides', 'scalar_metrics', 'train_cmd', 'parse_splits',
-           'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd', 'demo_parser',
-           'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd', 'explain_parser',
-           'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd', 'check_data_parser',
-           'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd', 'bench_parser', 'bench_cmd',
-           'usage', 'main']
+__all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'at_least',
+           'add_common_args', 'make_parser', 'is_expected', 'Outcome', 'to_json', 'progress', 'Command', 'run',
+           'train_parser', 'register_overrides', 'preflight', 'smoke_overrides', 'scalar_metrics', 'train_cmd',
+           'parse_splits', 'splits_parser', 'splits_cmd', 'eval_parser', 'eval_cmd', 'predict_parser', 'predict_cmd',
+           'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd',
+           'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
+           'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
+           'bench_parser', 'bench_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -31,6 +31,17 @@ class UsageError(SteanetError):
 class Parser(argparse.ArgumentParser):
     "An `ArgumentParser` that raises `UsageError` (carrying its usage line) where argparse would print and exit."
     def error(self, message): raise UsageError(message, self.format_usage())
+
+def at_least(lo, kind=int, strict: bool = False):
+    """An argparse `type`: a `kind` number >= `lo` (> `lo` with `strict`); anything else is a usage error (exit 2)
+    naming the option, the value and the bound: `--views 0` never silently means "the default"."""
+    def parse(s: str):
+        try: v = kind(s)
+        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not {"an integer" if kind is int else "a number"}') from None
+        if not (v > lo if strict else v >= lo): raise argparse.ArgumentTypeError(f'{s} must be {">" if strict else ">="} {lo}')
+        return v
+    parse.__name__ = kind.__name__
+    return parse
 
 SET_HELP = 'config overrides, e.g. --set train.lr=3e-4 adapters.tea_ratio=0 (repeatable)'
 
@@ -152,7 +163,7 @@ def train_parser() -> Parser:
     p.add_argument('--run-dir', help='run folder (default: <train.out_dir>/<dataset>/<run name>); one that holds a run is '
                    'refused unless --resume or --overwrite')
     p.add_argument('--overwrite', action='store_true', help="replace the run in --run-dir (its checkpoints are deleted)")
-    p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
+    p.add_argument('--checkpoint-every', type=at_least(0), default=0, metavar='N',
                    help='also save the resume state every N optimiser steps within an epoch (0: at epoch ends only)')
     p.add_argument('--no-test', action='store_true', help='skip the final multi-view test')
     p.add_argument('--register', metavar='NAME', help="register the run's MLflow Model as a new version of NAME "
@@ -256,7 +267,7 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def eval_parser() -> Parser:
     p = _checkpoint_args(make_parser('eval', 'Multi-view test of a trained checkpoint.',
                                      overrides_help="overrides on the checkpoint's config, e.g. --set data.root=/other/videos data.split=2"))
-    p.add_argument('--views', type=int, default=None, help='temporal views (clips) per video (default: as trained)')
+    p.add_argument('--views', type=at_least(1), default=None, help='temporal views (clips) per video (default: as trained)')
     p.add_argument('--crops', type=int, default=None, choices=(1, 3), help='spatial crops per clip')
     p.add_argument('--subset', default='test', help='which subset of the dataset (test, val, train)')
     p.add_argument('--no-mlflow', action='store_true', help='do not log this evaluation as an MLflow run')
@@ -276,8 +287,8 @@ def predict_parser() -> Parser:
     p = _checkpoint_args(make_parser('predict', 'Top-k emotions of video files from a checkpoint (a file that cannot '
                                      'be read is reported in its row, and the exit code is 1).', overrides=False))
     p.add_argument('videos', nargs='+', metavar='VIDEO', help='video files')
-    p.add_argument('--topk', type=int, default=3, help='classes per video (default 3)')
-    p.add_argument('--views', type=int, default=None, help='temporal views per video (default: as trained)')
+    p.add_argument('--topk', type=at_least(1), default=3, help='classes per video (default 3)')
+    p.add_argument('--views', type=at_least(1), default=None, help='temporal views per video (default: as trained)')
     p.add_argument('--csv', metavar='FILE', help='also write the predictions to this CSV file (kept if it exists)')
     p.add_argument('--overwrite', action='store_true', help='replace the --csv file if it exists')
     p.add_argument('--no-mlflow', action='store_true', help='do not log these predictions as an MLflow run')
@@ -302,10 +313,10 @@ def demo_parser() -> Parser:
                     'frames, the variants trained and tested as MLflow runs, and a shuffled-frames test.',
                     overrides_help='overrides on the demo preset, e.g. --set train.epochs=4')
     p.add_argument('--variants', default=None, help="comma-separated variants (default: linear_probe,aim,steanet)")
-    p.add_argument('--n-per-class', type=int, default=32, help='synthetic training videos per class')
-    p.add_argument('--pretrain-steps', type=int, default=400, help='image pre-training steps of the tiny tower')
+    p.add_argument('--n-per-class', type=at_least(1), default=32, help='synthetic training videos per class')
+    p.add_argument('--pretrain-steps', type=at_least(0), default=400, help='image pre-training steps of the tiny tower')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: the idle cores)')
+    p.add_argument('--threads', type=at_least(1), default=None, help='torch CPU threads (default: the idle cores)')
     return p
 
 def demo_cmd(a) -> Outcome:
@@ -340,9 +351,9 @@ def tune_parser() -> Parser:
     p.add_argument('--epochs', type=int, help='epochs per trial (tune.epochs)')
     p.add_argument('--device', help='train.device for this worker, e.g. cuda:1')
     p.add_argument('--retrain-best', action='store_true', help='retrain the best trial on the full train split, test once')
-    p.add_argument('--trial', type=int, help='with --retrain-best: this trial instead of the best')
+    p.add_argument('--trial', type=at_least(0), help='with --retrain-best: this trial instead of the best')
     p.add_argument('--register', metavar='NAME', help="with --retrain-best: register the retrained run's MLflow Model as NAME")
-    p.add_argument('--retrain-epochs', type=int, help="with --retrain-best: epochs (default: the base config's train.epochs)")
+    p.add_argument('--retrain-epochs', type=at_least(1), help="with --retrain-best: epochs (default: the base config's train.epochs)")
     p.add_argument('--fit', default=None, metavar='MODULE:FUNCTION', help='trains each trial instead of steanet.train.fit')
     p.add_argument('--no-plots', action='store_true', help='skip the study plots')
     return p
@@ -403,24 +414,25 @@ def tune_cmd(a) -> Outcome:
 # %% ../nbs/09_cli.ipynb #219bcae0
 def explain_parser() -> Parser:
     p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion: Captum attributions '
-                                     'as space-time maps, figures, GIFs and faithfulness measures.',
+                                     'as space-time maps, figures, GIFs and faithfulness measures (a video that cannot '
+                                     'be read is listed, and the exit code is 1).',
                                      overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black'))
     p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
     p.add_argument('--method', nargs='+', choices=EXPLAIN_METHODS, metavar='METHOD',
                    help=f"attribution methods: {', '.join(EXPLAIN_METHODS)} (default: explain.methods)")
     p.add_argument('--dataset', help="'checkpoint' (the checkpoint's dataset) or a preset / config file; with --limit")
     p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
-    p.add_argument('--limit', type=int, help='explain only the first N clips of --dataset')
-    p.add_argument('--target', type=int, help='class to explain (default: the predicted one)')
+    p.add_argument('--limit', type=at_least(1), help='explain only the first N clips of --dataset')
+    p.add_argument('--target', type=at_least(0), help='class to explain (default: the predicted one)')
     p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json); one that holds an '
                    'earlier explanation is kept unless --overwrite')
     p.add_argument('--overwrite', action='store_true', help='write into an --out that holds an earlier explanation')
     p.add_argument('--faithfulness', action='store_true',
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
-    p.add_argument('--steps', type=int, default=16, help='points of each deletion/insertion curve - 1')
-    p.add_argument('--random', type=int, default=4, help='random orderings to compare against')
-    p.add_argument('--max-figures', type=int, default=8, help='draw figures/GIFs for at most N clips')
+    p.add_argument('--steps', type=at_least(1), default=16, help='points of each deletion/insertion curve - 1')
+    p.add_argument('--random', type=at_least(1), default=4, help='random orderings to compare against')
+    p.add_argument('--max-figures', type=at_least(0), default=8, help='draw figures/GIFs for at most N clips')
     p.add_argument('--no-gifs', action='store_true')
     p.add_argument('--mlflow-run', help="log the outputs to this MLflow run id ('checkpoint': the checkpoint's run)")
     p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda when available)')
@@ -443,9 +455,11 @@ def explain_cmd(a) -> Outcome:
              for c in res['clips'][:a.max_figures]]
     text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
             f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
-            + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else ''))
+            + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
+            + ''.join(f"\n{s['path']}: ERROR {s['error']}" for s in res['skipped']))
     return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
-                        out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id']), text)
+                        out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id'],
+                        skipped=res['skipped']), text, 1 if res['skipped'] else 0)
 
 # %% ../nbs/09_cli.ipynb #3098475d
 def config_parser() -> Parser:
@@ -493,12 +507,12 @@ def check_data_parser() -> Parser:
                     overrides_help='config overrides, e.g. --set data.root=DIR (repeatable)')
     p.add_argument('root', nargs='?', help="dataset folder in any layout (root/<Class>/*, root/<split>/<Class>/*, ...); "
                    "omit to use the config's annotations (their train and test records are checked)")
-    p.add_argument('--workers', type=int, default=2, help='worker subprocesses (default 2)')
+    p.add_argument('--workers', type=at_least(1), default=2, help='worker subprocesses (default 2)')
     p.add_argument('--decoder', default=None, choices=DECODER_CHOICES, help="default: the config's, else auto")
-    p.add_argument('--frames', type=int, default=16, help='frames decoded per video, spread over it (default 16)')
+    p.add_argument('--frames', type=at_least(1), default=16, help='frames decoded per video, spread over it (default 16)')
     p.add_argument('--full', action='store_true', help='decode every frame (slow, thorough)')
-    p.add_argument('--min-frames', type=int, default=2, help='fewer frames than this is reported as too_short')
-    p.add_argument('--timeout', type=float, default=120.0, help='seconds per file before the worker is killed')
+    p.add_argument('--min-frames', type=at_least(1), default=2, help='fewer frames than this is reported as too_short')
+    p.add_argument('--timeout', type=at_least(0, float, strict=True), default=120.0, help='seconds per file before the worker is killed')
     p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
                    'kept if it exists')
     p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
@@ -527,10 +541,10 @@ def prepare_data_parser() -> Parser:
     p = make_parser('prepare-data', "Decode every video of a dataset once into a prepared store (frames at the crops' "
                     "short side); train/eval/tune/demo then read it with --set data.store=DIR.", config='ve8')
     p.add_argument('--out', required=True, metavar='DIR', help='the store folder (created; an existing store is updated)')
-    p.add_argument('--workers', type=int, default=2, help='worker processes (default 2; 0: in this process)')
-    p.add_argument('--short-side', type=int, default=None,
+    p.add_argument('--workers', type=at_least(0), default=2, help='worker processes (default 2; 0: in this process)')
+    p.add_argument('--short-side', type=at_least(1), default=None,
                    help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
-    p.add_argument('--fps', type=float, default=None, help='keep at most this many frames a second (default: every frame)')
+    p.add_argument('--fps', type=at_least(0, float, strict=True), default=None, help='keep at most this many frames a second (default: every frame)')
     p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
                    help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')

@@ -516,8 +516,9 @@ def _mask_fn(cfg):
     return sample_mask
 
 def clip_items(cfg: ExperimentConfig, records, mean=None, std=None, class_names=None, limit: Optional[int] = None,
-               masks: bool = True):
-    "Yield `dict(video (C,T,H,W), mask (T,H,W) or None, name, label, path)` for `records`, as the test split reads them."
+               masks: bool = True, skipped: Optional[list] = None):
+    """Yield `dict(video (C,T,H,W), mask (T,H,W) or None, name, label, path)` for `records`, as the test split reads
+    them; a video that cannot be decoded is skipped with a warning (and `{path, error}` appended to `skipped`)."""
     import copy
     from steanet.data import build_dataset, ClipTransform, DecodeError
     cfg = copy.deepcopy(cfg); cfg.data.num_clips = 1; cfg.data.test_crops = 1; cfg.data.bad_items = 'raise'
@@ -529,7 +530,9 @@ def clip_items(cfg: ExperimentConfig, records, mean=None, std=None, class_names=
     for i, r in enumerate(records):
         try: video, views = ds.load(i)
         except DecodeError as e:
-            warnings.warn(f'{r.path}: skipped, cannot decode ({e})'); continue
+            warnings.warn(f'{r.path}: skipped, cannot decode ({e})')
+            if skipped is not None: skipped.append(dict(path=str(r.path), error=f'{type(e).__name__}: {e}'))
+            continue
         mask = None
         if read_mask is not None:
             m = np.asarray(read_mask(r, views[0]), dtype=bool)                       # (T, h, w) at the video's size
@@ -619,6 +622,8 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     checkpoint, backbone_weights = resolve_checkpoint(checkpoint, backbone_weights)   # models:/... and runs:/.../model too
     r = restore_checkpoint(checkpoint, overrides, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights, device=device or 'auto')
+    if target is not None and not 0 <= target < len(r.class_names):
+        raise ConfigError(f'--target {target}: the checkpoint has {len(r.class_names)} classes (0..{len(r.class_names) - 1})')
     rid = r.meta.get('run_id') if mlflow_run == 'checkpoint' else mlflow_run
     if mlflow_run and not rid:
         raise ConfigError(f'{checkpoint}: the checkpoint records no MLflow run id; pass --mlflow-run RUN_ID')
@@ -629,12 +634,13 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     recs = video_records(videos, r.class_names) if videos else load_records(cfg.data, subset)[0]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     writer = ClipWriter(out, r.mean, r.std, r.class_names, max_figures=max_figures, gifs=gifs)
-    items = clip_items(cfg, recs, r.mean, r.std, r.class_names, limit=limit, masks=not videos)
+    skipped = []
+    items = clip_items(cfg, recs, r.mean, r.std, r.class_names, limit=limit, masks=not videos, skipped=skipped)
     res = evaluate_attributions(r.model, items, methods, cfg.explain, faithfulness=faithfulness, steps=steps,
                                 n_random=n_random, progress=progress, on_clip=writer,
                                 total=min(len(recs), limit) if limit else len(recs))
     res.update(out=str(out), files=[str(f) for f in writer.files], checkpoint=str(checkpoint), methods=methods,
-               class_names=r.class_names, run_id=None)
+               class_names=r.class_names, run_id=None, skipped=skipped)
     atomic_write(out / 'summary.json', json.dumps(res, indent=1, default=str) + '\n')
     if mlflow_run: res['run_id'] = log_explanation(rid, out, res, cfg)
     return res

@@ -250,3 +250,16 @@ def test_explain_cli_on_real_video_files(quick_model, tmp_path, fixtures_dir):
     j = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert j['n_clips'] == 1 and j['summary']['saliency']['hit_rate'] is None
     assert (out2 / 'short_32frames.png').exists() and (out2 / 'short_32frames.saliency.gif').exists()
+    # a file that cannot be decoded, next to a good one: the good one is explained, the bad one listed, exit 1
+    bad = tmp_path / 'broken.mp4'; bad.write_bytes(b'not a video')
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
+        rc = main(['explain', '--checkpoint', str(ck), str(bad), str(fixtures_dir / 'videos' / 'short_32frames.mp4'),
+                   '--method', 'saliency', '--out', str(tmp_path / 'mixed'), '--no-faithfulness', '--json'])
+    j = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert rc == 1 and j['n_clips'] == 1 and [s['path'] for s in j['skipped']] == [str(bad)], (rc, j, err.getvalue())
+    # a class the model does not have is refused before any work, in one line
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+        rc = main(['explain', '--checkpoint', str(ck), str(fixtures_dir / 'videos' / 'short_32frames.mp4'),
+                   '--target', '99', '--out', str(tmp_path / 'target')])
+    assert rc == 1 and '--target 99' in err.getvalue() and not (tmp_path / 'target').exists(), err.getvalue()
