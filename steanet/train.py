@@ -33,7 +33,7 @@ __all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device
            'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch',
            'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir',
            'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset', 'eval_checkpoint',
-           'predict_videos', 'run_splits']
+           'predict_videos', 'run_splits', 'check_splits_differ']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -899,7 +899,7 @@ def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[
 # %% ../nbs/05_train.ipynb #de84e8e5
 def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progress: bool = True) -> dict:
     "Train and test each split (nested runs under one parent); mean and std of the test metrics."
-    cfg = make_config(cfg, overrides)
+    cfg = make_config(cfg, overrides); check_splits_differ(cfg, splits)
     parent = tracking.start_run(cfg, run_name=f'{cfg.data.dataset}-splits-{cfg.adapters.variant}',
                                 tags={'steanet.kind': 'splits', 'variant': cfg.adapters.variant})
     parent.log_params(flatten_config(cfg))
@@ -908,6 +908,18 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
         except BaseException as e: tracking.log_run_error(parent, e); raise   # Ctrl-C / SIGTERM: KILLED, else FAILED
     parent.end('FINISHED')
     return {'splits': per, 'summary': summary, 'run_id': parent.run_id}
+
+def check_splits_differ(cfg: ExperimentConfig, splits: Sequence[int]) -> None:
+    "Each of `splits` reads its own test videos, else `ConfigError` naming the two splits that read the same ones."
+    seen = {}
+    for s in splits:
+        dc = copy.deepcopy(cfg.data); dc.split = s
+        key = tuple(sorted(r.path for r in load_records(dc, 'test', resolve=False)[0]))
+        if key in seen:
+            raise ConfigError(f'--splits: splits {seen[key]} and {s} of {cfg.data.annotations or cfg.data.root} read the '
+                              f'same test videos (data.format={cfg.data.format} has one split here); `splits` needs a '
+                              f'train/test list per split (VE-8: trainlist01..10): train this dataset with `steanet train`')
+        seen[key] = s
 
 def _train_splits(cfg, splits, parent, progress) -> tuple:
     "`(per-split test metrics, their mean and std)`, the splits trained as runs nested under `parent`."

@@ -322,12 +322,35 @@ def test_cli_predict_real_videos(tiny_run, tmp_path, fixtures_dir):
     assert bad.returncode == 1 and 'no such file' in last_json(bad.stdout)['predictions'][0]['error']
 
 
+def two_split_lists(synth_root, ann: Path) -> list:
+    """VE-8-shaped split lists (classInd.txt, trainlist0K.txt, testlist0K.txt) over the synthetic videos: split 1 is the
+    synthetic train/test partition, split 2 swaps one video of each class between them; the overrides that read them."""
+    from steanet.data import load_records
+    dc = make_config('demo', [f'data.root={synth_root}']).data
+    (tr, classes), (te, _) = load_records(dc, 'train'), load_records(dc, 'test')
+    first = lambda rs: [next(r for r in rs if r.label == k) for k in range(len(classes))]
+    moved_tr, moved_te = first(tr), first(te)
+    parts = {1: (tr, te), 2: ([r for r in tr if r not in moved_tr] + moved_te, [r for r in te if r not in moved_te] + moved_tr)}
+    ann.mkdir(parents=True)
+    (ann / 'classInd.txt').write_text(''.join(f'{i + 1} {c}\n' for i, c in enumerate(classes)))
+    name = lambda r: f'{r.class_name}/{Path(r.path).stem}'
+    for k, (a, b) in parts.items():
+        (ann / f'trainlist{k:02d}.txt').write_text(''.join(f'{name(r)} {r.label + 1}\n' for r in a))
+        (ann / f'testlist{k:02d}.txt').write_text(''.join(f'{name(r)}\n' for r in b))
+    return ['data.format=splits', f'data.annotations={ann}', f'data.root={Path(synth_root) / "videos"}']
+
+
 def test_splits_nested_runs_and_fit_hooks(synth_root, tmp_path):
     "`run_splits`: one parent run with a nested child per split, mean/std logged; fit's hooks for the tuner."
     from steanet.train import run_splits, fit
     from steanet import tracking
-    cfg = make_config('demo', tiny_overrides(synth_root, **{'tracking.enabled': 'true', 'train.epochs': 1,
-                                                            'tracking.experiment': 'splits-test'}))
+    from steanet.config import ConfigError
+    ov = tiny_overrides(synth_root, **{'tracking.enabled': 'true', 'train.epochs': 1, 'tracking.experiment': 'splits-test'})
+    # the synthetic set has one partition: "splits" 1 and 2 would be the same split twice, refused before any run
+    with pytest.raises(ConfigError, match='read the same test videos'): run_splits(make_config('demo', ov), [1, 2], progress=False)
+    cfg = make_config('demo', ov + two_split_lists(synth_root, tmp_path / 'lists'))
+    client, exp_id, _ = tracking.setup_mlflow(cfg)
+    assert client.search_runs([exp_id]) == []
     res = run_splits(cfg, [1, 2], progress=False)
     assert set(res['splits']) == {1, 2} and 0 <= res['summary']['test/top1']['mean'] <= 1
     client, exp_id, _ = tracking.setup_mlflow(cfg)
@@ -346,7 +369,7 @@ def test_splits_nested_runs_and_fit_hooks(synth_root, tmp_path):
         seen.append((epoch, m['val/top1']))
         raise Pruned()
     with pytest.raises(Pruned):
-        fit(make_config(cfg, ['train.epochs=2']), on_epoch_end=cb, parent_run_id=res['run_id'], progress=False,
+        fit(make_config('demo', ov + ['train.epochs=2']), on_epoch_end=cb, parent_run_id=res['run_id'], progress=False,
             run_dir=tmp_path / 'pruned')
     assert [e for e, _ in seen] == [1]
     pr = [r for r in client.search_runs([exp_id]) if r.data.tags.get('steanet.status') == 'PRUNED']
