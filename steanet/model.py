@@ -28,7 +28,8 @@ __all__ = ['TINY_CONFIGS', 'EXTRA_SAFE_GLOBALS', 'TUNABLE_KINDS', 'register_tiny
            'layer_norm', 'packed_attention', 'drop_path', 'drop_path_tokens', 'STEABlock', 'TemporalEmbedding',
            'ClassifierHead', 'official_geometry_error', 'STEANet', 'mark_trainable', 'count_parameters',
            'print_trainable_parameters', 'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone',
-           'save_backbone_weights', 'build_model', 'load_official_checkpoint', 'convert_checkpoint']
+           'save_backbone_weights', 'backbone_frame_grid', 'build_model', 'load_official_checkpoint',
+           'convert_checkpoint']
 
 # %% ../nbs/02_model.ipynb #4dc9b112
 TINY_CONFIGS = {
@@ -590,6 +591,13 @@ def _apply_model_overrides(cfg: ExperimentConfig, overrides: dict) -> Experiment
             raise TypeError(f'build_model: unknown keyword {k!r}; valid: backbone, {sorted(_SECTION_OF)}')
         setattr(getattr(cfg, _SECTION_OF[k]), k, v)
     return cfg
+
+def backbone_frame_grid(name: str, image_size: Optional[int] = None) -> Optional[tuple]:
+    "`(patch, grid, size)` of backbone `name` built for `image_size` px (None: its own), from its open_clip config."
+    v = (open_clip.get_model_config(name) or {}).get('vision_cfg')
+    if not v or not isinstance(v.get('patch_size'), int): return None          # unknown or not a ViT: build_model says so
+    size = image_size or v.get('image_size', 224); size = size if isinstance(size, int) else size[0]
+    return v['patch_size'], size // v['patch_size'], size
 
 def build_model(cfg: Optional[ExperimentConfig] = None, *, num_classes: Optional[int] = None, **overrides) -> STEANet:
     "A ready `STEANet` (frozen backbone, fresh adapters, tunable set marked) from a config and/or keywords."

@@ -19,7 +19,7 @@ from einops import rearrange
 from .config import (ExperimentConfig, ConfigError, SteanetError, apply_overrides, atomic_write, config_from_dict,
                             config_to_dict, flatten_config, make_config, new_output, project_dir, redacted_dict,
                             restore_secrets, save_config)
-from .model import build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
+from .model import backbone_frame_grid, build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
 from . import tracking
@@ -28,12 +28,13 @@ from . import tracking
 __all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
            'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
            'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
-           'selection_of', 'run_records', 'prefetch_batches', 'make_loader', 'TrainingDiverged', 'TrainingInterrupted',
-           'GracefulStop', 'Training', 'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps',
-           'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch',
-           'resume_payload', 'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir',
-           'top_classes', 'test_predictions', 'final_test', 'fit', 'checkpoint_dataset', 'eval_checkpoint',
-           'predict_videos', 'run_splits', 'check_splits_differ']
+           'selection_of', 'run_records', 'prefetch_batches', 'kill_loader_workers', 'make_loader', 'TrainingDiverged',
+           'TrainingInterrupted', 'GracefulStop', 'Training', 'claim_run_dir', 'resume_config', 'run_inputs',
+           'setup_process', 'accum_steps', 'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate',
+           'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state',
+           'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit',
+           'check_input_size', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits',
+           'check_splits_differ']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -285,12 +286,38 @@ def _workers_ignore_stops(_):
     "Loader workers ignore Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole group): the trainer stops them."
     signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+def _ignores_sigterm(pid: int) -> bool:
+    "Whether process `pid` ignores SIGTERM (Linux: the SigIgn mask in /proc; elsewhere False)."
+    try: line = next(l for l in Path(f'/proc/{pid}/status').read_text().splitlines() if l.startswith('SigIgn:'))
+    except (OSError, StopIteration): return False
+    return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+
+def kill_loader_workers() -> int:
+    """SIGKILL the daemonic child processes that ignore SIGTERM (the loader workers); the count. At exit after an error
+    the traceback still holds their loader, and multiprocessing's own exit handler would SIGTERM them, which they
+    ignore, then wait for them forever: `make_loader` registers this to run first (atexit runs last-registered first),
+    so a failed run exits instead of hanging."""
+    import multiprocessing as mp
+    alive = [p for p in mp.active_children() if p.daemon and _ignores_sigterm(p.pid)]
+    if not alive: return 0
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGCHLD, signal.SIG_DFL) if main else None   # torch's handler: "worker killed" errors
+    try:
+        for p in alive: p.kill()
+        for p in alive: p.join(5)
+    finally:
+        if main: signal.signal(signal.SIGCHLD, old)
+    return len(alive)
+
+_KILL_AT_EXIT = []
+
 def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None, persistent: bool = False):
     """A DataLoader over explicit index batches (training: an `EpochBatches`) or in order (evaluation); pinned memory on
     CUDA (the loop copies with `non_blocking=True`); `persistent`: the workers live as long as the loader."""
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
               persistent_workers=persistent and num_workers > 0)
     if num_workers > 0:
+        if not _KILL_AT_EXIT: import atexit; atexit.register(kill_loader_workers); _KILL_AT_EXIT.append(True)
         kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
         kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
                                                  not isinstance(batches, EpochBatches) else batch_size)
@@ -801,11 +828,20 @@ def fit(cfg: Union[ExperimentConfig, str, None] = None, *, train_records=None, v
         return _fit(cfg, (train_records, val_records, test_records, class_names), on_epoch_end, run, parent_run_id,
                     resume, run_dir, checkpoint_every, progress, test, overrides, tags, overwrite)
 
+def check_input_size(cfg: ExperimentConfig) -> None:
+    "Frames of `data.input_size` px fill the backbone's patch grid, else `ConfigError` naming both keys, before any run."
+    g = backbone_frame_grid(cfg.backbone.name, cfg.backbone.image_size)
+    if g is None or cfg.data.input_size // g[0] == g[1]: return
+    patch, grid, size = g
+    raise ConfigError(f'data.input_size={cfg.data.input_size} but backbone {cfg.backbone.name} is built for {size} px '
+                      f'frames ({grid}x{grid} patches of {patch}); set data.input_size={size}, or '
+                      f'backbone.image_size={cfg.data.input_size} (its positional embedding is interpolated)')
+
 def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, checkpoint_every, progress, test,
          overrides, tags, overwrite) -> dict:
     from tqdm.auto import tqdm
     t_start = time.time()
-    cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir, given, overwrite)
+    cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir, given, overwrite); check_input_size(cfg)
     if state is None: records = run_records(cfg, *records, with_selection=True)   # a data error fails here, before a run or folder exists
     proc = setup_process(cfg); is_main = proc[2] == 0
     mrun = tracking.open_run(cfg, run=run, resume_id=(state or {}).get('run_id'), parent_run_id=parent_run_id,

@@ -278,3 +278,25 @@ def test_outputs_never_replace_what_is_there(ckpt, synth_root, tmp_path):
     one_line_error(*call(['prepare-data', '--config', 'demo', '--set', f'data.root={synth_root}', '--out', str(synth_root),
                           '--workers', '0'])[::2], synth_root, 'not a store and not empty')
     assert snapshot(synth_root) == src
+
+
+def test_a_run_that_fails_with_loader_workers_exits(synth_root, tmp_path):
+    """An error in the middle of a run whose loader workers are alive (they ignore SIGTERM, by design) ends the process:
+    multiprocessing's exit handler would SIGTERM them and wait forever; `kill_loader_workers` runs first."""
+    code = ('import sys\nfrom steanet.config import make_config\nfrom steanet.train import fit\n'
+            'def boom(epoch, m): raise RuntimeError("boom in on_epoch_end")\n'
+            'fit(make_config("demo", sys.argv[1:]), on_epoch_end=boom, run_dir=sys.argv[0] + ".run", progress=False)\n')
+    script = tmp_path / 'fail.py'; script.write_text(code)
+    t0 = time.time()
+    r = subprocess.run([PY, str(script), *tiny(synth_root, **{'data.num_workers': 2})], capture_output=True, text=True,
+                       timeout=180, env={**os.environ, 'STEANET_HOME': str(tmp_path)})
+    assert r.returncode == 1 and 'boom in on_epoch_end' in r.stderr and 'atexit' not in r.stderr, r.stderr[-3000:]
+    assert time.time() - t0 < 120
+
+
+def test_frames_that_do_not_fit_the_backbone_one_line_before_any_run(synth_root, tmp_path):
+    "`data.input_size` that does not fill the backbone's patch grid: one line naming both keys; no folder, no MLflow run."
+    rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth_root, **{'data.input_size': 224,
+                         'tracking.enabled': 'true'}), '--run-dir', str(tmp_path / 'run')], env={'STEANET_HOME': str(tmp_path)})
+    one_line_error(rc, err, 'data.input_size=224', 'backbone.image_size=224', 'data.input_size=32')
+    assert not (tmp_path / 'run').exists() and not (tmp_path / 'mlruns').exists()
