@@ -218,8 +218,12 @@ def train_cmd(a) -> Outcome:
     text += [f'  {k:<22} {m[k]:.4f}' for k in ('best_val_top1', 'test/top1', 'test/top5', 'test/mean_class_acc',
                                                  'test/macro_f1') if m.get(k) is not None]
     sel = {k: m[k] for k in ('selection', 'val_source', 'val_param') if k in m}
+    tested = any(k.startswith('test/') for k in m)
     if sel: text.append(f"selected epoch {m.get('best_epoch')} by {sel['selection']} (validation: {sel['val_source']}"
-                        f"{' ' + sel['val_param'] if sel.get('val_param') else ''}); the test split was read once, after it")
+                        f"{' ' + sel['val_param'] if sel.get('val_param') else ''}); "
+                        + ('the test split was read once, after it' if tested else
+                           'not tested: no test split (add root/test/<Class>/ or a test list; then steanet eval)'
+                           if not a.no_test else 'not tested (--no-test)'))
     text.append(f"best checkpoint {res['best_checkpoint']}")
     if data: text.insert(0, f"dataset: {len(data['classes'])} classes ({', '.join(data['classes'][:8])}"
                             f"{', ...' if len(data['classes']) > 8 else ''}); "

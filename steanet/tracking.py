@@ -577,12 +577,15 @@ def _model_class():
             self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto',
                                                files=True)
 
-        def predict(self, context, model_input, params=None):   # no type hint: the signature says what goes in and out
+        def predict(self, context, model_input, params=None):
             df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
             if 'video' not in df.columns:
                 raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
             videos = [str(v) for v in df['video']]
             return predictions_frame(videos, video_probabilities(self.restored, videos), self.restored.class_names)
+        # a DataFrame hint, from which MLflow infers nothing (the logged signature says what goes in and out); without
+        # one MLflow prints a note per process. Set as an object: this module's annotations are strings
+        predict.__annotations__ = {'model_input': pd.DataFrame}
 
     SteanetModel.__module__, SteanetModel.__qualname__ = 'steanet.tracking', 'SteanetModel'
     return SteanetModel

@@ -545,7 +545,7 @@ def test_a_pickle_that_runs_a_command_never_runs_from_the_command_line(tmp_path,
     for sc in ('train/A', 'train/B', 'test/A', 'test/B'):
         (tmp_path / 'videos' / sc).mkdir(parents=True); (tmp_path / 'videos' / sc / 'x.mp4').touch()
     calls = [['train', '--config', 'folder', '--set', f'data.root={tmp_path / "videos"}', 'backbone.name=steanet-tiny',
-              f'backbone.pretrained={evil}', 'tracking.enabled=false', f'train.out_dir={tmp_path / "runs"}'],
+              'data.input_size=32', f'backbone.pretrained={evil}', 'tracking.enabled=false', f'train.out_dir={tmp_path / "runs"}'],
              ['train', '--resume', str(run)],
              ['convert-checkpoint', str(evil), str(tmp_path / 'out.safetensors')],
              ['convert-checkpoint', str(plain), str(tmp_path / 'out.safetensors')]]
