@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #700884c0
 from __future__ import annotations
-import contextlib, copy, hashlib, io, json, math, os, random, re, signal, sys, threading, time, warnings
+import contextlib, copy, functools, hashlib, io, json, math, os, random, re, signal, sys, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -309,7 +309,10 @@ def kill_loader_workers() -> int:
         if main: signal.signal(signal.SIGCHLD, old)
     return len(alive)
 
-_KILL_AT_EXIT = []
+@functools.cache
+def _kill_workers_at_exit() -> None:
+    "Register `kill_loader_workers` at exit, once per process (the first loader with workers does it)."
+    import atexit; atexit.register(kill_loader_workers)
 
 def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None, persistent: bool = False):
     """A DataLoader over explicit index batches (training: an `EpochBatches`) or in order (evaluation); pinned memory on
@@ -317,7 +320,7 @@ def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, dev
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
               persistent_workers=persistent and num_workers > 0)
     if num_workers > 0:
-        if not _KILL_AT_EXIT: import atexit; atexit.register(kill_loader_workers); _KILL_AT_EXIT.append(True)
+        _kill_workers_at_exit()
         kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
         kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
                                                  not isinstance(batches, EpochBatches) else batch_size)
