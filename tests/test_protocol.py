@@ -295,3 +295,21 @@ def test_study_and_splits_use_the_resolver(synth, tmp_path):
     test = {r.path for r in resolve_splits(c).test}
     assert len(test) == 8 and not test & {r.path for r in tr + va} and len(tr) + len(va) == 24
     with pytest.raises(ConfigError, match='read the same test videos'): check_splits_differ(c, [1, 2])
+
+
+def test_config_show_splits(synth, tmp_path):
+    "`steanet config show --splits`: the splits a run would read and where each comes from, through the resolver."
+    import contextlib, io
+    from steanet.cli import main
+    ann = single_files(synth, tmp_path / 'ann')['mmaction']
+    argv = ['config', 'show', '--config', 'folder', '--splits', '--set', f'data.root={synth}', 'data.format=mmaction',
+            f'data.annotations={ann}']
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(argv)
+    assert rc == 1 and 'one list without a subset column' in err.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main([*argv, 'data.test_fraction=0.25', '--json'])
+    res = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert rc == 0 and res['splits']['provenance']['test']['source'] == 'carve-out of train'
+    assert res['splits']['provenance']['test']['videos'] == 8 and res['config']['data']['test_fraction'] == 0.25
