@@ -313,3 +313,18 @@ def test_config_show_splits(synth, tmp_path):
     res = json.loads(out.getvalue().strip().splitlines()[-1])
     assert rc == 0 and res['splits']['provenance']['test']['source'] == 'carve-out of train'
     assert res['splits']['provenance']['test']['videos'] == 8 and res['config']['data']['test_fraction'] == 0.25
+
+
+def test_fit_makes_the_cli_preflight_checks(synth, tmp_path):
+    "fit() from a notebook checks what `steanet train` checks first: the weights file, data.root, the classes."
+    from steanet.config import ConfigError
+    from steanet.data import DataError
+    from steanet.train import fit
+    root = folder_dataset(synth, tmp_path / 'd')
+    for ov, err, msg in ((['backbone.pretrained=/no/such/weights.safetensors'], ConfigError, 'no such weights file'),
+                         (['data.root='], ConfigError, "data.root=''")):
+        with pytest.raises(err, match=msg): fit(make_config('folder', folder_overrides(root) + ov), run_dir=tmp_path / 'run', progress=False)
+    one = tmp_path / 'one'; (one / 'Joy').mkdir(parents=True); (one / 'Joy' / 'a.mp4').symlink_to(next(synth.glob('videos/joy/*.mp4')))
+    with pytest.raises(DataError, match='at least 2 class'):
+        fit(make_config('folder', folder_overrides(one)), run_dir=tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)
