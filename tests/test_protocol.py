@@ -155,7 +155,7 @@ def test_global_batch_sets_the_accumulation():
 def test_metrics_match_scikit_learn_and_mmaction2():
     "Random cases with ties and classes that occur only as predictions (or nowhere)."
     sk = pytest.importorskip('sklearn.metrics')
-    from steanet.train import classification_metrics
+    from steanet.infer import classification_metrics
     rng = np.random.default_rng(0)
     for case in range(60):
         K = int(rng.integers(2, 9)); n = int(rng.integers(1, 25))
