@@ -213,23 +213,25 @@ def _restored(checkpoint, backbone_weights, overrides=(), device=None, **kw) -> 
 def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int] = None, subset: str = 'test',
                     overrides: Sequence[str] = (), records=None, allow_backbone_mismatch: bool = False,
                     backbone_weights: Optional[str] = None, progress: bool = False, device: Optional[str] = None,
-                    video_fn: Optional[Callable] = None, log: bool = False) -> dict:
+                    video_fn: Optional[Callable] = None, log: bool = False, return_predictions: bool = False) -> dict:
     """Multi-view evaluation of a checkpoint (a run folder, a checkpoint file, or an MLflow model URI `models:/NAME/<version|alias>`
     / `runs:/<id>/model`) on `subset` of its dataset (or of `overrides`' dataset, or on `records`); unreadable videos are
     left out and listed (`n_bad`, `bad`). With `log`, an MLflow run nested under the training run records the
-    metrics, predictions and confusion matrix (`run_id`)."""
+    metrics, predictions and confusion matrix (`run_id`); with `return_predictions`, `predictions` holds the per-video
+    records (`test_predictions`: every class ranked with its probability)."""
     checkpoint, r = _restored(checkpoint, backbone_weights, overrides, device, views=views, crops=crops,
                               allow_backbone_mismatch=allow_backbone_mismatch)
     c = r.cfg
     if records is None: records, _ = load_records(c.data, subset)
     opts = infer_options(c, next(r.model.parameters()).device, video_fn=video_fn, progress=progress)
-    m = evaluate(r.model, checkpoint_dataset(r, records), opts, r.num_classes, return_predictions=log)
+    m = evaluate(r.model, checkpoint_dataset(r, records), opts, r.num_classes, return_predictions=True)
     m.update(views=c.data.num_clips * c.data.test_crops, num_clips=c.data.num_clips, test_crops=c.data.test_crops,
              subset=subset, checkpoint=str(checkpoint), class_names=r.class_names)
+    preds = test_predictions(m.pop('predictions'), records, r.class_names)
     if log:
-        preds = test_predictions(m.pop('predictions'), records, r.class_names)
         m['run_id'] = tracking.log_checkpoint_use(c, r.meta, 'eval', checkpoint, {k: m[k] for k in (*EVAL_KEYS, *READ_KEYS, 'n')},
                                                   preds, r.class_names, m['confusion'])
+    if return_predictions: m['predictions'] = preds
     return m
 
 def video_reads(r: Restored, videos: Sequence) -> list:
