@@ -272,7 +272,7 @@ def eval_parser() -> Parser:
 
 def eval_cmd(a) -> Outcome:
     "`steanet eval`: `eval_checkpoint`."
-    from steanet.train import eval_checkpoint
+    from steanet.infer import eval_checkpoint
     m = eval_checkpoint(a.checkpoint, views=a.views, crops=a.crops, subset=a.subset, overrides=a.overrides,
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
@@ -295,7 +295,7 @@ def predict_parser() -> Parser:
 
 def predict_cmd(a) -> Outcome:
     "`steanet predict`: `predict_videos`, one line per video; exit code 1 if any file failed."
-    from steanet.train import predict_videos
+    from steanet.infer import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                            csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow, overwrite=a.overwrite)
