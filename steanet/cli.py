@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config, validate_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, redacted_output, show_config,
+                            validate_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'at_least',
@@ -678,8 +679,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] in ('-V', '--version'):
         from steanet import __version__; print(__version__); return 0
     if argv[0] not in COMMANDS:
-        print(f'steanet: unknown command {argv[0]!r}\n\n{usage()}', file=sys.stderr); return 2
-    return run(argv[0], COMMANDS[argv[0]], argv[1:])
+        print(redact(f'steanet: unknown command {argv[0]!r}\n\n{usage()}'), file=sys.stderr); return 2
+    with redacted_output():                    # whatever a command or a library prints (MLflow's run URL) is masked
+        return run(argv[0], COMMANDS[argv[0]], argv[1:])
 
 if __name__ == '__main__' and sys.argv[0].endswith('cli.py'):  # `python -m steanet.cli ...` (not when run in a notebook)
     sys.exit(main())

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #74096946
 from __future__ import annotations
-import copy, dataclasses, functools, json, math, os, re, reprlib, tempfile, typing
+import contextlib, copy, dataclasses, functools, json, math, os, re, reprlib, sys, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -14,10 +14,11 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'DEVICE', 'PRUNER', 'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of',
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
-           'connect_url', 'restore_secrets', 'one_line', 'config_from_dict', 'config_to_dict', 'redacted_dict',
-           'flatten_config', 'validate_config', 'atomic_write', 'new_output', 'config_yaml', 'save_config',
-           'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset', 'make_config', 'show_config',
-           'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir']
+           'RedactingStream', 'redacted_output', 'connect_url', 'restore_secrets', 'one_line', 'config_from_dict',
+           'config_to_dict', 'redacted_dict', 'flatten_config', 'validate_config', 'atomic_write', 'new_output',
+           'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset',
+           'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table',
+           'project_dir', 'cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -271,19 +272,39 @@ class ExperimentConfig:
 
 # %% ../nbs/00_config.ipynb #c727c2ca
 SECRET_MASK = '***'
-_URL_SECRET = re.compile(r'(?P<keep>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?P<secret>[^\s/?#]*)(?=@)')
-_KEY_SECRET = re.compile(r'(?i)(?P<keep>(?<![A-Za-z0-9])[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api_?key|access_?key)'
-                         r'\s*=\s*)(?P<secret>[^\s&;\'"]+)')
+# a URL: a scheme, `://`, then everything up to white space or the next URL (a log line may hold several)
+_SCHEME = r'[A-Za-z][A-Za-z0-9+.\-]*://'
+_URL = re.compile(r'(?<![A-Za-z0-9+.\-])(?P<scheme>' + _SCHEME + r')(?P<rest>(?:(?!(?<![A-Za-z0-9+.\-])' + _SCHEME + r')\S)*)')
+# a user name alone before `@` is a name, not a secret, only in database URLs (SQLAlchemy dialects; libpq, ~/.pgpass)
+_USER_SCHEMES = frozenset('postgresql postgres mysql mariadb mssql oracle sqlite cockroachdb redshift'.split())
+_KEY = r'[A-Za-z0-9_\-]*(?:password|passwd|pwd|secret|token|api_?key|access_?key|private_?key|credentials?|signature)'
+_VALUE = r'(?P<secret>"[^"]*"|\'[^\']*\'|[^\s&;\'",}]+)'
+_KEY_SECRET = re.compile(r'(?i)(?P<keep>(?<![A-Za-z0-9_\-])(?:(?P<q>["\'])' + _KEY + r'(?P=q)\s*[:=]\s*|' + _KEY + r'\s*=\s*))' + _VALUE)
+
+def _mask_userinfo(scheme: str, rest: str) -> str:
+    "`rest` (what follows `scheme://`) with the password of its userinfo, or a token-only userinfo, masked."
+    at = rest.rfind('@')   # the last `@`: a password may hold `@`, `/`, `#`, `?`, `:` unescaped (SQLAlchemy takes them)
+    if at < 0 or rest.startswith('/'): return rest                  # no userinfo (file:///a@b, sqlite:////x@y)
+    user, colon, _ = rest[:at].partition(':')
+    if any(c in user for c in '/?#'): return rest                    # an `@` in the path (http://host/a@b)
+    if colon: return f'{user}:{SECRET_MASK}{rest[at:]}'
+    base = scheme[:-3].split('+', 1)[0].lower()
+    return rest if base in _USER_SCHEMES or user == SECRET_MASK else SECRET_MASK + rest[at:]   # http://TOKEN@host
 
 def redact(text):
-    "`text` with URL passwords (`user:***@`) and `password=`-like values masked; anything but a string is returned as is."
-    if not isinstance(text, str): return text
-    text = _URL_SECRET.sub(lambda m: m['keep'] + SECRET_MASK, text)
+    """`text` with every credential masked: the password of any URL's userinfo (any characters, `user:***@`), a
+    token-only userinfo outside database URLs (`https://***@host`), and the value of `password=`-like parameters
+    (query, DSN or JSON: `password`, `pwd`, `secret`, `token`, `api_key`, ... with any prefix). A text that is one URL
+    (a config value) may hold white space in its password. Idempotent; anything but a string is returned as is."""
+    if not isinstance(text, str) or not text: return text
+    whole = re.fullmatch(r'\s*(' + _SCHEME + r')([^\n]*?)\s*', text)
+    if whole and ' ' in whole[2]: text = text.replace(whole[2], _mask_userinfo(whole[1], whole[2]), 1)
+    text = _URL.sub(lambda m: m['scheme'] + _mask_userinfo(m['scheme'], m['rest']), text)
     return _KEY_SECRET.sub(lambda m: m['keep'] + SECRET_MASK, text)
 
 def redact_tree(obj):
-    "A copy of nested dicts/lists/tuples with every string value `redact`ed (keys kept)."
-    if isinstance(obj, dict): return {k: redact_tree(v) for k, v in obj.items()}
+    "A copy of nested dicts/lists/tuples with every string (values and keys) `redact`ed."
+    if isinstance(obj, dict): return {redact(k): redact_tree(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return type(obj)(redact_tree(v) for v in obj)
     return redact(obj)
 
@@ -296,13 +317,52 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
+# %% ../nbs/00_config.ipynb #936972b1
+class RedactingStream:
+    """A text stream that `redact`s what passes through it on the way to `stream`, a line at a time (a URL printed in
+    pieces is masked whole; a progress bar's `\r` ends a line too); `flush` writes out what is pending."""
+    def __init__(self, stream): self.stream, self._pending = stream, ''
+    def write(self, s) -> int:
+        if not isinstance(s, str): return self.stream.write(s)
+        self._pending += s
+        cut = max(self._pending.rfind('\n'), self._pending.rfind('\r')) + 1
+        if cut: done, self._pending = self._pending[:cut], self._pending[cut:]; self.stream.write(redact(done))
+        return len(s)
+    def writelines(self, lines):
+        for line in lines: self.write(line)
+    def flush(self):
+        if self._pending: done, self._pending = self._pending, ''; self.stream.write(redact(done))
+        self.stream.flush()
+    def __getattr__(self, name): return getattr(self.stream, name)   # encoding, isatty, fileno, buffer, ...
+
+@contextlib.contextmanager
+def redacted_output():
+    """`sys.stdout`, `sys.stderr` and every logging handler that writes to them pass through `redact` inside the block:
+    whatever a library prints (MLflow's run-URL line, a driver's warning, a traceback) shows no credential. The
+    streams are restored (and flushed) at the end; nested use is a no-op."""
+    import logging
+    if isinstance(sys.stdout, RedactingStream) or isinstance(sys.stderr, RedactingStream): yield; return
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(saved[0]), RedactingStream(saved[1])
+    handlers = [ref() for ref in list(logging._handlerList)]
+    moved = [(h, h.stream) for h in handlers if isinstance(h, logging.StreamHandler) and getattr(h, 'stream', None) in saved]
+    for h, s in moved: h.setStream(sys.stdout if s is saved[0] else sys.stderr)
+    try: yield
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            try: s.flush()
+            except Exception: pass
+        for h, s in moved: h.setStream(s)
+        sys.stdout, sys.stderr = saved
+
 # %% ../nbs/00_config.ipynb #b4845a8f
-_MASKED_PASSWORD = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):' + re.escape(SECRET_MASK) + r'@')
+_MASKED_PASSWORD = re.compile(r'(\b' + _SCHEME + r'[^\s:/?#@]*):' + re.escape(SECRET_MASK) + r'@')
+_MASKED_TOKEN = re.compile(r'(\b' + _SCHEME + r')' + re.escape(SECRET_MASK) + r'@')
 
 def connect_url(url):
     "`url` with a masked password (`user:***@`, `password=***`) left out, so the driver reads it from its own place."
     if not isinstance(url, str) or SECRET_MASK not in url: return url
-    url = _MASKED_PASSWORD.sub(r'\1@', url)
+    url = _MASKED_TOKEN.sub(r'\1', _MASKED_PASSWORD.sub(r'\1@', url))
     base, q, query = url.partition('?')
     if not q: return url
     keep = [p for p in query.split('&') if p.partition('=')[2] != SECRET_MASK]

@@ -80,6 +80,7 @@ def _check_folder(uri: str):
     "The folder of a sqlite or file store (created if missing)."
     if uri.startswith('sqlite:'):
         p = uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else ''
+        p = p.partition('?')[0]                  # the database file: a query (`?password=...`) is no part of it
         if p in ('', ':memory:'): return
         Path(p).parent.mkdir(parents=True, exist_ok=True)
     else: Path(uri[len('file://'):] if uri.startswith('file://') else uri.removeprefix('file:')).mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
+# MLflow's own '🏃 View run <name> at: <server URL>' lines (printed for an HTTP store) would show the URL's password;
+# steanet prints its own run line, redacted. (`redacted_output` masks them too, should this variable be set to false.)
+os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
+
 def use_tracking_uri(uri: str):
     """Point MLflow's fluent API (`mlflow.pyfunc`, `mlflow.models`) at `uri` without leaving it in `$MLFLOW_TRACKING_URI`
     (`mlflow.set_tracking_uri` writes the variable), so one run's store never becomes the default of the next."""
@@ -126,7 +131,9 @@ def sqlite_init_lock(url: str):
     opening a fresh Optuna or MLflow store at once do not race (alembic would fail in all but one). No-op otherwise."""
     if not url.startswith('sqlite:///') or url.endswith(':memory:'): yield; return
     import fcntl
-    lock = Path(url[len('sqlite:///'):] + '.init.lock').resolve()
+    db = url[len('sqlite:///'):].partition('?')[0]   # the database file, never the URL: a query may hold a password
+    if db in ('', ':memory:'): yield; return
+    lock = Path(db + '.init.lock').resolve()
     if lock in _HELD_LOCKS: yield; return  # re-entrant within a process (flock would block on a second open)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, 'a') as f:
@@ -142,7 +149,7 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
     for name in ('mlflow.store.db.utils', 'alembic.runtime.migration'):   # a fresh store's schema notes: not the user's concern
         logging.getLogger(name).setLevel(logging.WARNING)
     use_tracking_uri(uri)
-    name = experiment or cfg.tracking.experiment or cfg.data.dataset
+    name = redact(experiment or cfg.tracking.experiment or cfg.data.dataset)   # a name is stored and shown: no secret in it
     try:
         with sqlite_init_lock(uri):  # the first touch creates/migrates a fresh sqlite store: one process at a time
             client = _client(uri)
@@ -209,7 +216,7 @@ class Run:
         if not self.active: return None
         if self.uri and self.uri.startswith('http'):
             exp = self.client.get_run(self.run_id).info.experiment_id
-            return f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}'
+            return redact(f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}')
         return None
 
 def _param_str(v) -> str:
@@ -236,7 +243,7 @@ def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_r
     t = {**(tags or {}), OWNER_TAG: json.dumps(worker_info())}
     if parent_run_id: t['mlflow.parentRunId'] = parent_run_id
     name = run_name or cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
-    r = client.create_run(exp_id, run_name=name, tags={k: _param_str(v) for k, v in t.items()})
+    r = client.create_run(exp_id, run_name=_param_str(name), tags={k: _param_str(v) for k, v in t.items()})
     return start_system_metrics(Run(client, r.info.run_id, uri, owned=True), cfg)
 
 def start_system_metrics(run: Run, cfg: ExperimentConfig, resume: bool = False) -> Run:

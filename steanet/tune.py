@@ -107,12 +107,8 @@ def storage_url(cfg: ExperimentConfig) -> str:
     return cfg.tune.storage or default_storage_url()
 
 def describe_storage(url: str) -> str:
-    "The storage URL with any password hidden (it goes into MLflow tags and logs)."
-    if url.startswith('journal:') or url in (':memory:', 'memory'): return url
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception: return url.split('://')[0] + '://***'
+    "The storage URL as it may be shown and stored (MLflow tags, logs, messages): `redact`ed, like everything else."
+    return redact(url)
 
 def _journal_path(url: str) -> Path:
     p = url[len('journal:'):]
@@ -276,7 +272,8 @@ class StudyTracker:
         if not self.enabled: return
         # the store of every steanet run (tracking.tracking_uri: $MLFLOW_TRACKING_URI, cfg.tracking.uri, the project's
         # sqlite file); setup_mlflow serialises the creation of a fresh sqlite store, retry_concurrent a fresh server's
-        self.client, self.experiment_id, self.uri = retry_concurrent(lambda: setup_mlflow(cfg))
+        self.client, self.experiment_id, uri = retry_concurrent(lambda: setup_mlflow(cfg))
+        self.uri = redact(uri)   # the key of this store in the study's attributes: the URL without its password
 
     def attach(self, study: optuna.Study, created: bool, tags: dict, wait: float = 30.0):
         """Find the study's parent run in this tracking store (or create it) and mark it RUNNING. The study keeps
