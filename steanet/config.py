@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #74096946
 from __future__ import annotations
-import contextlib, copy, dataclasses, functools, json, math, os, re, reprlib, sys, tempfile, typing
+import contextlib, copy, dataclasses, functools, json, math, os, re, reprlib, stat, sys, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -18,7 +18,7 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'config_to_dict', 'redacted_dict', 'flatten_config', 'validate_config', 'atomic_write', 'new_output',
            'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset',
            'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table',
-           'project_dir', 'cache_dir']
+           'project_dir', 'cache_dir', 'user_cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -317,7 +317,7 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
-# %% ../nbs/00_config.ipynb #936972b1
+# %% ../nbs/00_config.ipynb #28e34bbd
 class RedactingStream:
     """A text stream that `redact`s what passes through it on the way to `stream`, a line at a time (a URL printed in
     pieces is masked whole; a progress bar's `\r` ends a line too); `flush` writes out what is pending."""
@@ -826,3 +826,19 @@ def cache_dir(*parts) -> Path:
     "`<project>/.cache/steanet/<parts>` (created)."
     p = project_dir().joinpath('.cache', 'steanet', *parts); p.mkdir(parents=True, exist_ok=True)
     return p
+
+def user_cache_dir(*parts) -> Path:
+    """A private per-user cache, `$STEANET_CACHE`, else `$XDG_CACHE_HOME/steanet`, else `~/.cache/steanet` (then
+    `<parts>`): every folder of it is created 0700 and must be this user's and closed to others, so nothing another
+    account placed there (a shared `/tmp` path could hold anything) is ever read as ours. A folder that is not is a
+    `ConfigError` naming it and the fix."""
+    base = os.environ.get('STEANET_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'steanet'
+    p = Path(base).expanduser().absolute()
+    for d in [p, *(p.joinpath(*parts[:i + 1]) for i in range(len(parts)))]:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise ConfigError(f'cache folder {d} is not a folder of this user (a link, or made by another account); '
+                              f'remove it, or point $STEANET_CACHE at a folder of your own')
+        if st.st_mode & 0o077: os.chmod(d, 0o700)       # ours but open to others: close it before anything is read
+    return p.joinpath(*parts)

@@ -11,7 +11,7 @@ from typing import Iterable, Optional, Sequence
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
 from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, flatten_config, one_line,
-                            project_dir, redact)
+                            project_dir, redact, user_cache_dir)
 
 # %% auto #0
 __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
@@ -665,8 +665,10 @@ def is_model_uri(ref) -> bool:
 
 def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optional[ExperimentConfig] = None) -> tuple:
     """`(checkpoint, backbone_weights)` for eval, predict and explain: a run folder or file is returned as it is; an
-    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
-    adapter checkpoint, and for its backbone file when the model carries one (unless `backbone_weights` is given)."""
+    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is
+    downloaded (MLflow's artifact download, into a fresh folder of the private per-user cache, `user_cache_dir('models')`)
+    and stands for its adapter checkpoint, and for its backbone file when the model carries one whose sha256 is the one
+    the checkpoint names (unless `backbone_weights` is given)."""
     if not is_model_uri(ref): return ref, backbone_weights
     import mlflow, re
     m = re.fullmatch(r'models:/([^/@]+)/([^/]+)', ref)
@@ -674,8 +676,10 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
         ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
     from steanet.checkpoint import CheckpointError
     uri = tracking_uri(cfg); check_tracking(uri); use_tracking_uri(uri)
-    dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
-    dst.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]      # a hash: no folder is named after a URL
+    dst = Path(tempfile.mkdtemp(prefix=f'{key}-', dir=user_cache_dir('models')))   # fresh, 0700: nothing placed there is read
+    for old in dst.parent.glob(f'{key}-*'):                             # earlier downloads of this model, a day old
+        if old != dst and time.time() - old.stat().st_mtime > 86400: __import__('shutil').rmtree(old, ignore_errors=True)
     try:
         with sqlite_init_lock(uri), _quiet_mlflow():
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
@@ -684,8 +688,21 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
                               f'check the name/version/alias or run id, and MLFLOW_TRACKING_URI') from None
     st = local / 'artifacts' / 'best.safetensors'
     if not st.is_file(): raise CheckpointError(f'{ref}: not a steanet model (no artifacts/best.safetensors in it)')
-    bb = [p for p in (local / 'artifacts').iterdir() if p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
-    return str(st), backbone_weights or (str(bb[0]) if bb else None)
+    if backbone_weights: return str(st), backbone_weights
+    return str(st), _named_backbone(ref, st)
+
+def _named_backbone(ref: str, st: Path) -> Optional[str]:
+    "The backbone file a downloaded model carries, adopted only when its sha256 is the one its checkpoint names."
+    from steanet.checkpoint import CheckpointError, read_checkpoint_meta
+    from steanet.model import file_sha256
+    bb = [p for p in st.parent.iterdir() if p.is_file() and p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
+    if not bb: return None
+    want = (read_checkpoint_meta(st)[1].get('backbone') or {}).get('sha256')
+    ok = [p for p in bb if want and file_sha256(p) == want]
+    if not ok:
+        raise CheckpointError(f'{ref}: the backbone weights it carries ({", ".join(p.name for p in bb)}) are not the ones '
+                              f'its checkpoint names (sha256 {want}); pass --backbone-weights PATH to the right file')
+    return str(ok[0])
 
 # %% ../nbs/04_tracking.ipynb #e14a000a
 def _trained_run(client, meta: dict) -> Optional[str]:
