@@ -15,10 +15,10 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
            'RedactingStream', 'redacted_output', 'connect_url', 'restore_secrets', 'one_line', 'config_from_dict',
-           'config_to_dict', 'redacted_dict', 'flatten_config', 'validate_config', 'atomic_write', 'new_output',
-           'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset',
-           'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table',
-           'project_dir', 'cache_dir', 'user_cache_dir']
+           'config_to_dict', 'redacted_dict', 'flatten_config', 'vit_patch', 'validate_config', 'atomic_write',
+           'new_output', 'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets',
+           'get_preset', 'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release',
+           'markdown_table', 'project_dir', 'cache_dir', 'user_cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -317,7 +317,7 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
-# %% ../nbs/00_config.ipynb #28e34bbd
+# %% ../nbs/00_config.ipynb #e1f814b5
 class RedactingStream:
     """A text stream that `redact`s what passes through it on the way to `stream`, a line at a time (a URL printed in
     pieces is masked whole; a progress bar's `\r` ends a line too); `flush` writes out what is pending."""
@@ -518,8 +518,47 @@ def _validate_section(obj, where: str):
         try: setattr(obj, f.name, _check_value(v, tp, rule))
         except _Bad: raise ConfigError(_bad_value(key, v, tp, rule)) from None
 
+@functools.lru_cache(maxsize=64)
+def _file_vit_cfg(name: str) -> Optional[dict]:
+    "The `vision_cfg` of backbone `name` from open_clip's JSON config or steanet's tiny configs, read as data: no torch."
+    import ast, importlib.util
+    try:
+        spec = importlib.util.find_spec('open_clip')
+        j = Path(spec.submodule_search_locations[0]) / 'model_configs' / f'{name}.json' if spec else None
+        if j is not None and j.is_file(): return json.loads(j.read_text()).get('vision_cfg')
+        src = Path(importlib.util.find_spec('steanet').submodule_search_locations[0]) / 'model.py'
+        for node in ast.parse(src.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == 'TINY_CONFIGS' for t in node.targets):
+                return (ast.literal_eval(node.value).get(name) or {}).get('vision_cfg')
+    except Exception: return None     # unknown here: the model build says what is wrong
+    return None
+
+def vit_patch(name: str) -> Optional[int]:
+    """The patch size (px) of the ViT backbone `name`, from the open_clip registry when it is loaded (configs a session
+    registered too), else from the config files; None for a name not known here (or not a ViT)."""
+    reg = getattr(sys.modules.get('open_clip.factory'), '_MODEL_CONFIGS', None)
+    v = (reg.get(name) or {}).get('vision_cfg') if reg is not None and name in reg else _file_vit_cfg(name)
+    p = (v or {}).get('patch_size')
+    return p if isinstance(p, int) and p > 0 else None
+
+def _size_checks(cfg: ExperimentConfig):
+    "Frame sizes that a model can use: crops that tile the backbone's patch grid, a resize no smaller than the crop."
+    d, b = cfg.data, cfg.backbone
+    for key, side in (('data.short_side', d.short_side), ('data.test_short_side', d.test_short_side)):
+        if side and side < d.input_size:
+            raise ConfigError(f'{key}={side} is below the crop (data.input_size={d.input_size}): frames resized to '
+                              f'{side} px cannot give {d.input_size} px crops; set {key} >= {d.input_size} (0 keeps the decoded size)')
+    p = vit_patch(b.name)
+    if p is None: return
+    for key, size in (('data.input_size', d.input_size), ('backbone.image_size', b.image_size)):
+        if size is not None and size % p:
+            near = sorted({max(p, size // p * p), (size // p + 1) * p})
+            raise ConfigError(f'{key}={size} does not tile the {p} px patch grid of backbone {b.name}; use a multiple '
+                              f'of {p} (e.g. {" or ".join(map(str, near))})')
+
 def _cross_checks(cfg: ExperimentConfig, run: bool):
     t, d = cfg.train, cfg.data
+    _size_checks(cfg)
     if t.min_lr > t.lr: raise ConfigError(f'train.min_lr={t.min_lr}: must be at most train.lr ({t.lr})')
     if t.global_batch is not None:
         if t.grad_accum != 1:

@@ -25,15 +25,15 @@ from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, ha
 from . import tracking
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
-           'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
-           'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
-           'selection_of', 'run_records', 'prefetch_batches', 'kill_loader_workers', 'make_loader', 'TrainingDiverged',
-           'TrainingInterrupted', 'GracefulStop', 'Training', 'claim_run_dir', 'resume_config', 'run_inputs',
-           'setup_process', 'accum_steps', 'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate',
-           'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state',
-           'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit',
-           'check_input_size', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits',
+__all__ = ['RUN_FILES', 'RESUME_SAFE', 'RUN_MARKER', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype',
+           'derive_seed', 'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches',
+           'param_groups', 'lr_at', 'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate',
+           'validation_records', 'selection_of', 'run_records', 'prefetch_batches', 'kill_loader_workers',
+           'make_loader', 'TrainingDiverged', 'TrainingInterrupted', 'GracefulStop', 'Training', 'claim_run_dir',
+           'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags', 'setup_run', 'stop_here',
+           'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state',
+           'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test',
+           'fit', 'check_input_size', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits',
            'check_splits_differ']
 
 # %% ../nbs/05_train.ipynb #013c94db
@@ -416,10 +416,23 @@ RUN_FILES = ('best.safetensors', 'last.safetensors', 'resume.pt', 'best.json', '
 RESUME_SAFE = ('train.epochs', 'train.eval_every', 'tracking.log_every', 'tracking.log_checkpoint', 'data.num_workers',
                'data.decode_threads')   # what `--resume --set` may change mid-run (the rest would make it another run)
 
+RUN_MARKER = '.steanet-run'   # the first file of every run folder: ours even before its first checkpoint
+
+def _foreign_files(d: Path) -> list:
+    "What a folder holds that is not a steanet run: every entry, unless our marker says the folder is ours."
+    if not d.is_dir() or (d / RUN_MARKER).is_file(): return []
+    return sorted(os.fsdecode(e.name) for e in os.scandir(d))
+
 def claim_run_dir(run_dir, overwrite: bool = False) -> Path:
-    """`run_dir` for a new run: refused (`ConfigError`, nothing touched) when it already holds a run's checkpoints or
-    resume state, unless `overwrite`, which removes the files an earlier run wrote there (`RUN_FILES`)."""
+    """`run_dir` for a new run: refused (`ConfigError`, nothing touched) when it is a file, when it is not empty and
+    holds no run of ours (a user's own files: never written over, not even with `overwrite`), or when it already holds
+    a run's checkpoints or resume state, unless `overwrite`, which removes the files an earlier run wrote there
+    (`RUN_FILES`)."""
     d = Path(run_dir); held = [f for f in RUN_FILES[:3] if (d / f).exists()]
+    if d.exists() and not d.is_dir(): raise ConfigError(f'--run-dir {d} is a file; give a new or empty folder')
+    if not held and (foreign := _foreign_files(d)):
+        raise ConfigError(f'--run-dir {d} is not empty and holds no steanet run ({", ".join(foreign[:3])}'
+                          f'{", ..." if len(foreign) > 3 else ""}); nothing there is touched: give a new or empty folder')
     if not held: return d
     if not overwrite:
         raise ConfigError(f'{d} already holds a run ({", ".join(held)}); continue it with --resume {d}, replace it with '
@@ -477,12 +490,13 @@ def _run_folder(cfg: ExperimentConfig, run: tracking.Run, run_dir, rank: int, wo
         run_dir = Path(cfg.train.out_dir) / cfg.data.dataset / name
         if not run_dir.is_absolute(): run_dir = project_dir() / run_dir
         stem, k = run_dir, 1
-        while any((run_dir / f).exists() for f in RUN_FILES[:3]):   # a chosen name is never reused: -2, -3, ...
+        while run_dir.exists() and (any((run_dir / f).exists() for f in RUN_FILES[:3]) or _foreign_files(run_dir)):
+            # a chosen name is never reused, nor a folder of someone's own files: -2, -3, ...
             k += 1; run_dir = stem.with_name(f'{stem.name}-{k}')
         if world > 1:
             box = [str(run_dir)]; dist.broadcast_object_list(box, src=0); run_dir = box[0]
     run_dir = Path(run_dir)
-    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / RUN_MARKER).touch()
     return run_dir
 
 def _seeded_model(cfg: ExperimentConfig, device) -> nn.Module:
