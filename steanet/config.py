@@ -14,11 +14,11 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'DEVICE', 'PRUNER', 'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of',
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
-           'RedactingStream', 'redacted_output', 'connect_url', 'restore_secrets', 'one_line', 'config_from_dict',
-           'config_to_dict', 'redacted_dict', 'flatten_config', 'vit_patch', 'validate_config', 'atomic_write',
-           'new_output', 'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides', 'list_presets',
-           'get_preset', 'make_config', 'show_config', 'resolved_config', 'diff_configs', 'compare_to_release',
-           'markdown_table', 'project_dir', 'cache_dir', 'user_cache_dir']
+           'os_bytes', 'printable', 'RedactingStream', 'redacted_output', 'connect_url', 'restore_secrets', 'one_line',
+           'config_from_dict', 'config_to_dict', 'redacted_dict', 'flatten_config', 'vit_patch', 'validate_config',
+           'atomic_write', 'new_output', 'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides',
+           'list_presets', 'get_preset', 'make_config', 'show_config', 'resolved_config', 'diff_configs',
+           'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir', 'user_cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -317,21 +317,34 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
-# %% ../nbs/00_config.ipynb #e1f814b5
+# %% ../nbs/00_config.ipynb #557579d6
+def os_bytes(text) -> bytes:
+    "`text` as the bytes the OS gave (a name that is not UTF-8 comes back byte for byte from its surrogate escapes)."
+    try: return str(text).encode('utf-8', 'surrogateescape')
+    except UnicodeEncodeError: return str(text).encode('utf-8', 'surrogatepass')
+
+def printable(text):
+    """`text` with the bytes of a name that is not UTF-8 (surrogate escapes, as the OS gives such names) shown as
+    `\\xNN`: what a console, a log, an MLflow param or tag can hold. Anything but a string is returned as is."""
+    if not isinstance(text, str): return text
+    try: text.encode('utf-8'); return text
+    except UnicodeEncodeError: return os_bytes(text).decode('utf-8', 'backslashreplace')
+
 class RedactingStream:
     """A text stream that `redact`s what passes through it on the way to `stream`, a line at a time (a URL printed in
-    pieces is masked whole; a progress bar's `\r` ends a line too); `flush` writes out what is pending."""
+    pieces is masked whole; a progress bar's `\r` ends a line too), and shows a file name that is not UTF-8 as
+    `printable` (a console cannot encode it); `flush` writes out what is pending."""
     def __init__(self, stream): self.stream, self._pending = stream, ''
     def write(self, s) -> int:
         if not isinstance(s, str): return self.stream.write(s)
         self._pending += s
         cut = max(self._pending.rfind('\n'), self._pending.rfind('\r')) + 1
-        if cut: done, self._pending = self._pending[:cut], self._pending[cut:]; self.stream.write(redact(done))
+        if cut: done, self._pending = self._pending[:cut], self._pending[cut:]; self.stream.write(printable(redact(done)))
         return len(s)
     def writelines(self, lines):
         for line in lines: self.write(line)
     def flush(self):
-        if self._pending: done, self._pending = self._pending, ''; self.stream.write(redact(done))
+        if self._pending: done, self._pending = self._pending, ''; self.stream.write(printable(redact(done)))
         self.stream.flush()
     def __getattr__(self, name): return getattr(self.stream, name)   # encoding, isatty, fileno, buffer, ...
 
@@ -585,7 +598,7 @@ def atomic_write(path, data: Union[bytes, str], encoding='utf-8') -> Path:
     """Write `data` to `path` through a temp file + rename; a crash leaves the old file (or none), never half a file.
     A failed write (a full disk, a read-only folder) raises `OSError` naming `path`."""
     path = Path(path)
-    if isinstance(data, str): data = data.encode(encoding)
+    if isinstance(data, str): data = data.encode(encoding, 'surrogateescape')   # a file name that is not UTF-8: its bytes
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Iterable, Optional, Sequence
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
 from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, flatten_config, one_line,
-                            project_dir, redact, user_cache_dir)
+                            os_bytes, printable, project_dir, redact, user_cache_dir)
 
 # %% auto #0
 __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
@@ -202,7 +202,7 @@ class Run:
     def log_artifact(self, path, artifact_path: Optional[str] = None):
         if self.active: self.client.log_artifact(self.run_id, str(path), artifact_path)
     def log_text(self, text: str, artifact_file: str):
-        if self.active: self.client.log_text(self.run_id, text, artifact_file)
+        if self.active: self.client.log_text(self.run_id, printable(redact(text)), artifact_file)
     def log_figure(self, fig, artifact_file: str):
         if self.active: self.client.log_figure(self.run_id, fig, artifact_file)
     def end(self, status: str = 'FINISHED'):
@@ -220,9 +220,10 @@ class Run:
         return None
 
 def _param_str(v) -> str:
-    "A param or tag value as MLflow stores it: text, credentials masked (`redact`), at most 6000 characters."
+    """A param or tag value as MLflow stores it: text, credentials masked (`redact`), a file name that is not UTF-8 shown
+    as `printable`, at most 6000 characters."""
     if isinstance(v, (list, tuple)): v = ','.join(map(str, v))
-    s = redact(str(v))
+    s = printable(redact(str(v)))
     return s if len(s) <= 6000 else s[:5997] + '...'
 
 def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_run_id: Optional[str] = None,
@@ -358,7 +359,7 @@ def git_commit(path=None) -> Optional[str]:
 def records_hash(records: Iterable) -> str:
     "sha256 (16 hex) over the (path, label) pairs of a record list: two runs on the same data share it."
     h = hashlib.sha256()
-    for r in records: h.update(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'.encode())
+    for r in records: h.update(os_bytes(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'))   # a name's own bytes
     return h.hexdigest()[:16]
 
 def run_identity(records: Iterable) -> dict:
@@ -631,7 +632,8 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
     from mlflow.models import Model
     meta = json.loads((Path(run_dir) / 'best.json').read_text())
     use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
+    example = str(Path(example_video).resolve()) if example_video else None
+    example = pd.DataFrame({'video': [example]}) if example and printable(example) == example else None   # JSON holds UTF-8 names only
     exp_id = run.client.get_run(run.run_id).info.experiment_id
     with _quiet_mlflow():
         # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)

@@ -940,7 +940,7 @@ def predict_videos(checkpoint, videos: Sequence, topk: int = 3, views: Optional[
     r = restore_checkpoint(checkpoint, ov, views=views, files=True,
                            allow_backbone_mismatch=allow_backbone_mismatch, backbone_weights=backbone_weights)
     dev = resolve_device(r.cfg.train.device); r.to(dev); dtype = amp_dtype(r.cfg.train.amp, dev)
-    ds = checkpoint_dataset(r, [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos])
+    ds = checkpoint_dataset(r, [VideoRecord(os.path.realpath(v), 0, r.class_names[0]) for v in videos])   # a symlink loop: its row's error
     out = [_predict_one(r, ds, i, v, topk, dev, dtype) for i, v in enumerate(videos)]
     if csv: tracking.write_predictions_csv(csv, out)
     if log:
