@@ -147,7 +147,8 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
     except UsageError as e:
         print(e.usage, end='', file=sys.stderr); _fail(name, e, as_json); return 2
     except KeyboardInterrupt as e:                                   # a training's own line says where and how to resume
-        line = str(e) or 'interrupted' + (f'; {command.interrupted}' if command.interrupted else '')
+        line = str(e) or 'interrupted'             # a bare signal ('SIGTERM: interrupted') gets the command's hint
+        if command.interrupted and line.endswith('interrupted'): line += f'; {command.interrupted}'
         _report(name, line, as_json, str(e) or 'interrupted', type(e).__name__); return 130
     except Exception as e:
         if not is_expected(e):
@@ -680,7 +681,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from steanet import __version__; print(__version__); return 0
     if argv[0] not in COMMANDS:
         print(redact(f'steanet: unknown command {argv[0]!r}\n\n{usage()}'), file=sys.stderr); return 2
-    with redacted_output():                    # whatever a command or a library prints (MLflow's run URL) is masked
+    from steanet.tracking import sigterm_as_interrupt
+    # whatever a command or a library prints (MLflow's run URL) is masked; SIGTERM is Ctrl-C from the first moment
+    # (imports, setup): exit 130 with one line, never a silent 143
+    with redacted_output(), sigterm_as_interrupt():
         return run(argv[0], COMMANDS[argv[0]], argv[1:])
 
 if __name__ == '__main__' and sys.argv[0].endswith('cli.py'):  # `python -m steanet.cli ...` (not when run in a notebook)

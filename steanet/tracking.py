@@ -337,7 +337,7 @@ def close_dead_runs(client, experiment_id: str) -> list:
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     "Within the block SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does (the main thread only; elsewhere a no-op)."
-    def handler(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
+    def handler(signum, frame): raise KeyboardInterrupt(f'{signal.Signals(signum).name}: interrupted')
     try: old = signal.signal(signal.SIGTERM, handler)
     except ValueError: old = None  # not the main thread
     try: yield

@@ -33,8 +33,8 @@ __all__ = ['RUN_FILES', 'RESUME_SAFE', 'RUN_MARKER', 'EVAL_KEYS', 'dist_info', '
            'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags', 'setup_run', 'stop_here',
            'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state',
            'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test',
-           'fit', 'check_input_size', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits',
-           'check_splits_differ']
+           'fit', 'check_input_size', 'at_once', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos',
+           'run_splits', 'check_splits_differ']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -854,6 +854,17 @@ def check_input_size(cfg: ExperimentConfig) -> None:
                       f'frames ({grid}x{grid} patches of {patch}); set data.input_size={size}, or '
                       f'backbone.image_size={cfg.data.input_size} (its positional embedding is interpolated)')
 
+def at_once(tr: Training, where: str, fn: Callable):
+    """`fn()`, where Ctrl-C or SIGTERM stops at once: `TrainingInterrupted` saying `where` and how to continue (every
+    epoch of `tr` is saved, so `--resume` redoes only what was cut short)."""
+    try:
+        with tracking.sigterm_as_interrupt(): return fn()
+    except TrainingInterrupted: raise
+    except KeyboardInterrupt as e:
+        sig = str(e).split(':')[0] if str(e).startswith('SIG') else 'SIGINT'
+        raise TrainingInterrupted(f'{sig}: stopped {where}; the checkpoints are kept; continue with: '
+                                  f'steanet train --resume {tr.run_dir}') from None
+
 def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, checkpoint_every, progress, test,
          overrides, tags, overwrite) -> dict:
     from tqdm.auto import tqdm
@@ -877,9 +888,11 @@ def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, c
             tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
             if stop.requested: raise TrainingInterrupted(f'{stop.requested}: stopped before the final test; continue '
                                                          f'with: steanet train --resume {tr.run_dir}')
-            final = final_test(tr, test, progress)
-        if is_main: tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start,
-                                         example_video=_example_video(tr))
+        # the final test and the saving of the run's files stop at once on Ctrl-C / SIGTERM (nothing there to save
+        # half-way): the run ends KILLED, and --resume (every epoch done) runs just the test and the saving again
+        final = at_once(tr, 'during the final test', lambda: final_test(tr, test, progress))
+        if is_main: at_once(tr, "while saving the run's files", lambda: tracking.log_run_end(
+            mrun, cfg, tr.run_dir, tr.history, time.time() - t_start, example_video=_example_video(tr)))
     except BaseException as e:
         if is_main: tracking.log_run_error(mrun, e, stopped=tr is not None and tr.stopped)
         raise

@@ -234,8 +234,9 @@ def _retry_callback(max_retry: Optional[int]):
 class Recovery:
     "Called with `(study, trial)` for every interrupted trial: closes its MLflow run as FAILED and re-queues it."
     def __init__(self, max_retry: Optional[int] = 3): self.max_retry, self.tracker, self.log = max_retry, None, None
-    def __call__(self, study, trial: FrozenTrial, requeue: bool = True, reason: str = 'interrupted (worker died)'):
-        if self.tracker is not None: self.tracker.close_orphan(trial, 'FAIL', reason=reason)
+    def __call__(self, study, trial: FrozenTrial, requeue: bool = True, reason: str = 'interrupted (worker died)',
+                 status: Optional[str] = None):
+        if self.tracker is not None: self.tracker.close_orphan(trial, 'FAIL', reason=reason, status=status)
         if self.log: self.log(f'trial {trial.number} was interrupted (worker gone): FAIL, re-queued with the same params')
         if not requeue: return
         t = copy.deepcopy(trial)
@@ -334,15 +335,15 @@ class StudyTracker:
         self.client.log_batch(rid, metrics=metrics, tags=tags)
         self.client.set_terminated(rid, status=MLFLOW_STATUS.get(state, 'FAILED'))
 
-    def close_orphan(self, frozen: FrozenTrial, state: str, reason: str = ''):
-        "Terminate one trial's run that is still RUNNING though the trial is not."
+    def close_orphan(self, frozen: FrozenTrial, state: str, reason: str = '', status: Optional[str] = None):
+        "Terminate one trial's run that is still RUNNING though the trial is not (as `status`, else as its `state` says)."
         rid = frozen.user_attrs.get(RUN_ATTR)
         if not self.enabled or not rid: return
         try:
             if self.client.get_run(rid).info.status != 'RUNNING': return
             self.client.set_tag(rid, 'optuna.state', state)
             if reason: self.client.set_tag(rid, 'optuna.fail_reason', reason)
-            self.client.set_terminated(rid, status=MLFLOW_STATUS.get(state, 'FAILED'))
+            self.client.set_terminated(rid, status=status or MLFLOW_STATUS.get(state, 'FAILED'))
         except Exception as e: warnings.warn(f'could not close MLflow run {rid} of trial {frozen.number}: {e}')
 
     def close_orphans(self, study: optuna.Study) -> int:
@@ -616,8 +617,9 @@ def _one_trial(study: optuna.Study, objective, state: dict, recovery: Recovery, 
             if state.get('trial_id') is not None:
                 ft = study._storage.get_trial(state['trial_id'])
                 recovery.log = None
-                recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)')
-                say(f'trial {ft.number} interrupted: FAIL, re-queued; run the same command to continue')
+                recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)', status='KILLED')   # as the message says
+                say(f'trial {ft.number} interrupted: its MLflow run KILLED, the trial re-queued with the same params; '
+                    f'run the same command to continue')
             raise
     return study._storage.get_trial(state['trial_id']) if state.get('trial_id') is not None else None
 
