@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #be4ae06b
 from __future__ import annotations
-import argparse, csv, errno, importlib, io, json, os, sys, traceback
+import argparse, csv, errno, importlib, io, json, os, signal, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
@@ -683,8 +683,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(redact(f'steanet: unknown command {argv[0]!r}\n\n{usage()}'), file=sys.stderr); return 2
     from steanet.tracking import sigterm_as_interrupt
     # whatever a command or a library prints (MLflow's run URL) is masked; SIGTERM is Ctrl-C from the first moment
-    # (imports, setup): exit 130 with one line, never a silent 143
-    with redacted_output(), sigterm_as_interrupt():
+    # (imports, setup): exit 130 with one line naming the signal, never a silent 143
+    with redacted_output(), sigterm_as_interrupt((signal.SIGINT, signal.SIGTERM)):
         return run(argv[0], COMMANDS[argv[0]], argv[1:])
 
 if __name__ == '__main__' and sys.argv[0].endswith('cli.py'):  # `python -m steanet.cli ...` (not when run in a notebook)

@@ -335,14 +335,15 @@ def close_dead_runs(client, experiment_id: str) -> list:
     return closed
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    "Within the block SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does (the main thread only; elsewhere a no-op)."
+def sigterm_as_interrupt(signals: tuple = (signal.SIGTERM,)):
+    """Within the block SIGTERM (and any other of `signals`, e.g. SIGINT to name it) raises `KeyboardInterrupt`
+    ('SIGTERM: interrupted'), as Ctrl-C does (the main thread only; elsewhere a no-op)."""
     def handler(signum, frame): raise KeyboardInterrupt(f'{signal.Signals(signum).name}: interrupted')
-    try: old = signal.signal(signal.SIGTERM, handler)
-    except ValueError: old = None  # not the main thread
+    try: old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError: old = {}  # not the main thread
     try: yield
     finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)
+        for s, h in old.items(): signal.signal(s, h)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
 def git_commit(path=None) -> Optional[str]:

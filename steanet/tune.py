@@ -613,14 +613,14 @@ def _one_trial(study: optuna.Study, objective, state: dict, recovery: Recovery, 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         try: study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-        except KeyboardInterrupt:
-            if state.get('trial_id') is not None:
-                ft = study._storage.get_trial(state['trial_id'])
-                recovery.log = None
-                recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)', status='KILLED')   # as the message says
-                say(f'trial {ft.number} interrupted: its MLflow run KILLED, the trial re-queued with the same params; '
-                    f'run the same command to continue')
-            raise
+        except KeyboardInterrupt as e:
+            if state.get('trial_id') is None: raise
+            ft = study._storage.get_trial(state['trial_id'])
+            recovery.log = None
+            recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)', status='KILLED')   # as the message says
+            sig = str(e).split(':')[0] if str(e).startswith('SIG') else 'SIGINT'
+            raise KeyboardInterrupt(f'{sig}: trial {ft.number} interrupted: its MLflow run KILLED, the trial re-queued '
+                                    f'with the same params; run the same command to continue') from None
     return study._storage.get_trial(state['trial_id']) if state.get('trial_id') is not None else None
 
 def _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran: list) -> str:
