@@ -87,7 +87,7 @@ def tiny_run(synth_root, tmp_path_factory):
     return json.loads(out.strip().splitlines()[-1])['run_dir']
 
 
-@pytest.mark.parametrize('where, sig', [(('steanet.train', 'evaluate'), signal.SIGTERM),
+@pytest.mark.parametrize('where, sig', [(('steanet.infer', 'evaluate'), signal.SIGTERM),
                                         (('steanet.tracking', 'write_predictions_csv'), signal.SIGINT)])
 def test_eval_signal_is_130_and_its_run_killed(where, sig, tiny_run, tmp_path, monkeypatch):
     import importlib
