@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from einops import rearrange
 
-from .config import ExperimentConfig, ConfigError, atomic_write, new_output, project_dir, printable
+from .config import ExperimentConfig, ConfigError, atomic_write, new_output, os_bytes, project_dir, printable
 from .checkpoint import Restored, restore_checkpoint, unwrap
 from .data import VideoRecord, build_dataset, load_records
 from . import tracking
@@ -180,7 +180,7 @@ def video_key(path, root=None) -> str:
 
 def videos_digest(keys: Sequence[str]) -> str:
     "sha256 (hex) of the sorted, newline-joined `keys`: the identity of a set of videos (`steanet.test_videos`)."
-    return hashlib.sha256('\n'.join(sorted(keys)).encode()).hexdigest()
+    return hashlib.sha256(os_bytes('\n'.join(sorted(keys)))).hexdigest()   # a name that is not UTF-8: its own bytes
 
 def log_test_reads(run: Run, run_dir, records, m: dict, root=None) -> str:
     """What the final test read: `test_bad.csv` (key, reason of each video left out; a header alone when none) in
