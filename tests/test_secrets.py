@@ -72,3 +72,18 @@ def test_sqlite_lock_is_named_after_the_file_not_the_url(tmp_path):
     from steanet.tracking import sqlite_init_lock
     with sqlite_init_lock(f'sqlite:///{tmp_path}/o.db?password={STORE}&x=a/b'): pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ['o.db.init.lock']
+
+
+@pytest.mark.parametrize('url', ['postgresql+psycopg://u:pa#ss/W0rdS3CRET@db:5432/optuna',
+                                 'https://Tok3nS3CRETxyz@mlflow.example.org/', 'sqlite:////tmp/o.db?password=W0rdS3CRET'])
+def test_config_show_masks_every_password(url):
+    "`config show` (text and --json) on passwords with `#` or `/`, a token-only userinfo, a query password."
+    for json_flag in ([], ['--json']):
+        rc, out, err = _run_plain(['config', 'show', '--config', 'demo', '--set', f'tune.storage={url}', f'tracking.uri={url}', *json_flag])
+        assert rc == 0 and 'S3CRET' not in out + err and '***' in out, out + err
+
+
+def _run_plain(argv) -> tuple:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
