@@ -41,7 +41,7 @@ def _runs(tmp_path):
 @pytest.fixture
 def train_args(synth_root):
     return ['train', '--config', 'demo', '--quiet', '--set', f'data.root={synth_root}', 'data.num_frames=4',
-            'data.num_workers=0', 'train.batch_size=8', 'train.epochs=2', 'tracking.log_checkpoint=false']
+            'data.num_workers=0', 'train.batch_size=8', 'train.epochs=1', 'tracking.log_checkpoint=false']
 
 
 @pytest.mark.parametrize('phase, where, sig', [
