@@ -177,19 +177,12 @@ def register_overrides(a) -> list:
     "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
     return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
 
-def _weights_file(cfg: ExperimentConfig):
-    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
-    p = cfg.backbone.pretrained
-    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
-        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
-                          f'such as openai')
-
-def preflight(cfg: ExperimentConfig) -> dict:
-    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
-    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
-    validate_config(cfg, run=True); _weights_file(cfg)
-    from steanet.data import check_dataset                   # light: no torch, no decoders
-    return check_dataset(cfg)
+def preflight(cfg: ExperimentConfig, **kw) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value, a
+    weights file that must exist, the splits (`resolve_splits`: no overlap) and their classes: `steanet.protocol.preflight`,
+    the same checks `fit()` makes from a notebook."""
+    from steanet.protocol import preflight as run_preflight   # light: no torch, no decoders
+    return run_preflight(cfg, **kw)
 
 def smoke_overrides(a) -> list:
     "`--set` plus `--max-steps` / `--limit-batches` as overrides."
@@ -403,7 +396,7 @@ def _study_text(out: dict, cfg: ExperimentConfig) -> str:
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
-    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
+    if not a.fit: preflight(cfg, test=False)             # the values and the dataset (a study reads no test list), before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:
@@ -470,9 +463,11 @@ def explain_cmd(a) -> Outcome:
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
-                                   description='The resolved config as YAML, secrets masked (what a run writes to '
-                                               'config.yaml).'), config='ve8')
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+                                          description='The resolved config as YAML, secrets masked (what a run writes '
+                                                      'to config.yaml).'), config='ve8')
+    show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
+                      'them (steanet.protocol.resolve_splits): videos and where each split comes from')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -484,7 +479,14 @@ def config_cmd(a) -> Outcome:
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
     text = show_config(a.config, a.overrides)
-    return Outcome({'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None, text.rstrip('\n'))
+    res = {'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None
+    if getattr(a, 'splits', False):
+        from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
+        sp = resolve_splits(make_config(a.config, a.overrides))
+        text = text.rstrip('\n') + '\n# splits (steanet.protocol.resolve_splits):\n' + \
+            '\n'.join(f'#   {l}' for l in splits_text(sp).splitlines())
+        if res is not None: res['splits'] = {'provenance': sp.provenance, 'selection': sp.selection}
+    return Outcome(res, text.rstrip('\n'))
 
 def convert_parser() -> Parser:
     p = make_parser('convert-checkpoint', 'A release checkpoint (.pth, as MMAction2 saves it) rewritten as safetensors '
@@ -540,7 +542,6 @@ def check_data_cmd(a) -> Outcome:
                    progress=progress(a), overwrite=a.overwrite)
     return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
 
-
 # %% ../nbs/09_cli.ipynb #0847fa8b
 def prepare_data_parser() -> Parser:
     p = make_parser('prepare-data', "Decode every video of a dataset once into a prepared store (frames at the crops' "
@@ -562,7 +563,6 @@ def prepare_data_cmd(a) -> Outcome:
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
                      format=a.format, quality=a.quality, progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
-
 
 # %% ../nbs/09_cli.ipynb #1510edd1
 def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -631,7 +631,6 @@ def bench_cmd(a) -> Outcome:
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
-
 
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {

@@ -17,7 +17,8 @@ from einops import rearrange
 
 from .config import ExperimentConfig, ConfigError, atomic_write, new_output, project_dir
 from .checkpoint import Restored, restore_checkpoint, unwrap
-from .data import VideoRecord, build_dataset, load_records
+from .data import VideoRecord, build_dataset
+from .protocol import DataError, resolve_splits   # the one split resolver
 from . import tracking
 from .tracking import Run, csv_text, use_tracking_uri, sqlite_init_lock, TrackingError
 from .runtime import amp_dtype, epoch_batches, make_loader, resolve_device
@@ -222,7 +223,10 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     checkpoint, r = _restored(checkpoint, backbone_weights, overrides, device, views=views, crops=crops,
                               allow_backbone_mismatch=allow_backbone_mismatch)
     c = r.cfg
-    if records is None: records, _ = load_records(c.data, subset)
+    if records is None:
+        sp = resolve_splits(c); records = sp.get(subset)          # the run's own split (a carve-out comes out the same)
+        if not records: raise DataError(f'--subset {subset}: the dataset has no {subset} split ({c.data.format} at '
+                                        f'{c.data.annotations or c.data.root}); name one, or carve one (data.test_fraction, data.val_fraction)')
     opts = infer_options(c, next(r.model.parameters()).device, video_fn=video_fn, progress=progress)
     m = evaluate(r.model, checkpoint_dataset(r, records), opts, r.num_classes, return_predictions=True)
     m.update(views=c.data.num_clips * c.data.test_crops, num_clips=c.data.num_clips, test_crops=c.data.test_crops,
