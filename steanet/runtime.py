@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_runtime.ipynb #d09f5515
 from __future__ import annotations
-import functools, hashlib, math, os, random, signal, sys, threading, warnings
+import functools, hashlib, io, math, os, random, re, signal, sys, threading, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
+from .config import ConfigError, atomic_write
+from .checkpoint import CheckpointError
 
 # %% auto #0
 __all__ = ['dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all', 'set_deterministic',
            'SeededItems', 'EpochBatches', 'epoch_batches', 'collate_items', 'prefetch_batches', 'kill_loader_workers',
-           'make_loader', 'GracefulStop']
+           'make_loader', 'GracefulStop', 'rng_state', 'set_rng_state', 'save_resume_state', 'load_resume_state']
 
 # %% ../nbs/04b_runtime.ipynb #013c94db
 def dist_info() -> tuple:
@@ -191,3 +192,34 @@ class GracefulStop:
     def __exit__(self, *exc):
         for s, h in self._old.items(): signal.signal(s, h)
         self._old = {}
+
+# %% ../nbs/04b_runtime.ipynb #be0a4062
+def rng_state() -> dict:
+    "Python, NumPy, torch (and CUDA) RNG states as tensors and lists (what `resume.pt` holds: `weights_only` loads it)."
+    np_state = np.random.get_state()
+    st = {'torch': torch.get_rng_state(), 'python': list(random.getstate()[1]), 'python_pos': random.getstate()[2],
+          'numpy': torch.from_numpy(np_state[1].astype(np.int64)), 'numpy_pos': int(np_state[2])}
+    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
+    return st
+
+def set_rng_state(st: dict):
+    "Put back the RNG states `rng_state` took."
+    torch.set_rng_state(st['torch'])
+    random.setstate((3, tuple(st['python']), st['python_pos']))
+    np.random.set_state(('MT19937', st['numpy'].numpy().astype(np.uint32), st['numpy_pos'], 0, 0.0))
+    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+
+def save_resume_state(path, state: dict) -> Path:
+    "Write `resume.pt` atomically (`torch.save` of plain tensors and containers)."
+    buf = io.BytesIO(); torch.save(state, buf)
+    return atomic_write(path, buf.getvalue())
+
+def load_resume_state(path) -> dict:
+    "Load `resume.pt` with `weights_only=True` (plain tensors and containers only)."
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        g = re.findall(r'GLOBAL ([\w.]+)', str(e))[:1]         # a pickle that would call code: name it, in one line
+        why = f'loading it would call {g[0]}, which steanet never does' if g else \
+            f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'
+        raise CheckpointError(f'{path}: cannot read resume state ({why}); '
+                              f'the run folder needs an intact resume.pt from `steanet train`') from None
