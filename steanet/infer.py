@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from einops import rearrange
 
-from .config import ExperimentConfig, ConfigError, atomic_write, new_output, project_dir
+from .config import ExperimentConfig, ConfigError, atomic_write, new_output, os_bytes, project_dir, printable
 from .checkpoint import Restored, restore_checkpoint, unwrap
 from .data import VideoRecord, build_dataset
 from .protocol import DataError, resolve_splits   # the one split resolver
@@ -181,7 +181,7 @@ def video_key(path, root=None) -> str:
 
 def videos_digest(keys: Sequence[str]) -> str:
     "sha256 (hex) of the sorted, newline-joined `keys`: the identity of a set of videos (`steanet.test_videos`)."
-    return hashlib.sha256('\n'.join(sorted(keys)).encode()).hexdigest()
+    return hashlib.sha256(os_bytes('\n'.join(sorted(keys)))).hexdigest()   # a name that is not UTF-8: its own bytes
 
 def log_test_reads(run: Run, run_dir, records, m: dict, root=None) -> str:
     """What the final test read: `test_bad.csv` (key, reason of each video left out; a header alone when none) in
@@ -243,7 +243,7 @@ def video_reads(r: Restored, videos: Sequence) -> list:
     """`(probs, error, n_partial)` per video file of a restored checkpoint `r`, read by `predict_records` (the
     checkpoint's test views and crops, autocast, the softmax averaged over the views); a missing or unreadable file
     gives `(None, reason, 0)`. What `predict_videos` and the MLflow model answer."""
-    recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
+    recs = [VideoRecord(os.path.realpath(v), 0, r.class_names[0]) for v in videos]   # a symlink loop: its row's error
     if not recs: return []
     p = predict_records(r, recs)
     got = {i: (q, int(n)) for i, q, n in zip(p['indices'].tolist(), p['probs'], p['partial'].tolist())}
@@ -378,7 +378,8 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
     from mlflow.models import Model
     meta = json.loads((Path(run_dir) / 'best.json').read_text())
     use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
+    example = str(Path(example_video).resolve()) if example_video else None
+    example = pd.DataFrame({'video': [example]}) if example and printable(example) == example else None   # JSON holds UTF-8 names only
     exp_id = run.client.get_run(run.run_id).info.experiment_id
     with tracking._quiet_mlflow():
         # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)

@@ -231,3 +231,28 @@ def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):
     assert len(detail['trials']) == 2 and {t['state'] for t in detail['trials']} <= {'Complete', 'Pruned'}, detail['trials']
     assert 'best_config.yaml' in names and 'trials.csv' in names, names
     assert 'adapters:' in best_yaml and 'data:' in best_yaml
+
+
+def test_downloaded_models_are_private_and_weights_adopted_by_sha256(store, tmp_path, monkeypatch):
+    """Issue 26: `runs:/<id>/model` as `--checkpoint` downloads into a fresh 0700 folder of the per-user cache (never a
+    shared /tmp path another account can seed), and the backbone file it carries is adopted only when its sha256 is
+    the one the checkpoint names: a tampered file in the store is refused in one line."""
+    from mlflow import MlflowClient
+    from steanet.checkpoint import CheckpointError
+    from steanet.tracking import resolve_checkpoint
+    cache = tmp_path / 'private'; monkeypatch.setenv('STEANET_CACHE', str(cache))
+    ref = f"runs:/{store['run_id']}/model"
+    ck, bb = resolve_checkpoint(ref)
+    assert Path(ck).is_relative_to(cache / 'models') and Path(bb).is_relative_to(cache / 'models'), (ck, bb)
+    for d in (cache, cache / 'models', Path(ck).parents[2]):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert resolve_checkpoint(ref)[0] != ck                       # every use downloads afresh: nothing stale is read
+    assert resolve_checkpoint(ref, backbone_weights='/x.safetensors')[1] == '/x.safetensors'
+    c = MlflowClient(store['uri'])
+    [m] = c.search_logged_models([c.get_run(store['run_id']).info.experiment_id])
+    carried = Path(m.artifact_location.replace('file://', '')) / 'artifacts' / Path(store['weights']).name
+    saved = carried.read_bytes()
+    try:
+        carried.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
+        with pytest.raises(CheckpointError, match='not the ones its checkpoint names'): resolve_checkpoint(ref)
+    finally: carried.write_bytes(saved)
