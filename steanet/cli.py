@@ -279,6 +279,7 @@ def eval_cmd(a) -> Outcome:
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
     text = [f"{a.checkpoint}: {m['n']} videos, {m['views']} views"]
+    if m.get('n_bad'): text[0] += f", {m['n_bad']} unreadable, left out: " + ', '.join(p for p, _ in m['bad'])
     text += [f'  {k:<16} {m[k]:.4f}' for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss') if m.get(k) is not None]
     return Outcome(m, '\n'.join(text))
 

@@ -25,7 +25,8 @@ from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, ha
 from . import tracking
 from .protocol import DataError, check_splits_differ, preflight, resolve_splits   # the one split resolver
 from .runtime import (EpochBatches, GracefulStop, SeededItems, amp_dtype, derive_seed, dist_info, epoch_batches,
-                             init_distributed, make_loader, resolve_device, seed_all, set_deterministic)
+                             init_distributed, load_resume_state, make_loader, resolve_device, rng_state, save_resume_state,
+                             seed_all, set_deterministic, set_rng_state)
 from .infer import (EVAL_KEYS, READ_KEYS, classification_metrics, eval_checkpoint, evaluate, infer_options,
                            log_run_model, log_test_reads, predict_videos, test_predictions)
 
@@ -33,8 +34,7 @@ from .infer import (EVAL_KEYS, READ_KEYS, classification_metrics, eval_checkpoin
 __all__ = ['RUN_FILES', 'RESUME_SAFE', 'RUN_MARKER', 'param_groups', 'lr_at', 'TrainingDiverged', 'TrainingInterrupted',
            'Training', 'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags',
            'setup_run', 'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload',
-           'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir', 'final_test', 'fit',
-           'check_input_size', 'at_once', 'run_splits']
+           'restore_training_state', 'find_run_dir', 'final_test', 'fit', 'check_input_size', 'at_once', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #a44a0673
 _DECAY_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -423,19 +423,6 @@ def end_epoch(tr: Training, epoch: int, ep: dict, on_epoch_end: Optional[Callabl
     return ep
 
 # %% ../nbs/05_train.ipynb #7eee5382
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    st = {'torch': torch.get_rng_state(), 'python': list(random.getstate()[1]), 'python_pos': random.getstate()[2],
-          'numpy': torch.from_numpy(np_state[1].astype(np.int64)), 'numpy_pos': int(np_state[2])}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def _set_rng_state(st: dict):
-    torch.set_rng_state(st['torch'])
-    random.setstate((3, tuple(st['python']), st['python_pos']))
-    np.random.set_state(('MT19937', st['numpy'].numpy().astype(np.uint32), st['numpy_pos'], 0, 0.0))
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
 def resume_payload(tr: Training, epoch: int, pos: int) -> dict:
     "What `resume.pt` holds to continue `tr` at micro-batch `pos` of `epoch`."
     recs = {k: [_rec_d(r) for r in v] for k, v in tr.records.items()}
@@ -443,7 +430,7 @@ def resume_payload(tr: Training, epoch: int, pos: int) -> dict:
             'model': {k: v.detach().cpu() for k, v in tunable_state_dict(tr.model).items()},
             'optimizer': tr.optimizer.state_dict(), 'scaler': tr.scaler.state_dict() if tr.scaler.is_enabled() else {},
             'epoch': epoch, 'pos': pos, 'global_step': tr.global_step, 'history': json.dumps(tr.history), 'best': tr.best,
-            'best_epoch': tr.best_epoch, 'sums': json.dumps(tr.sums), 'rng': _rng_state(), 'run_id': tr.run.run_id,
+            'best_epoch': tr.best_epoch, 'sums': json.dumps(tr.sums), 'rng': rng_state(), 'run_id': tr.run.run_id,
             'backbone_state_sha256': tr.meta['backbone']['state_sha256'], 'selection': json.dumps(tr.selection),
             'records': json.dumps({**recs, 'class_names': tr.class_names})}
 
@@ -457,22 +444,7 @@ def restore_training_state(tr: Training, state: dict):
     tr.start_epoch, tr.start_pos, tr.global_step = state['epoch'], state['pos'], state['global_step']
     tr.history, tr.best, tr.best_epoch = json.loads(state['history']), state['best'], state.get('best_epoch')
     tr.sums = json.loads(state['sums'])
-    _set_rng_state(state['rng'])
-
-def save_resume_state(path, state: dict) -> Path:
-    "Write `resume.pt` atomically (`torch.save` of plain tensors and containers)."
-    buf = io.BytesIO(); torch.save(state, buf)
-    return atomic_write(path, buf.getvalue())
-
-def load_resume_state(path) -> dict:
-    "Load `resume.pt` with `weights_only=True` (plain tensors and containers only)."
-    try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        g = re.findall(r'GLOBAL ([\w.]+)', str(e))[:1]         # a pickle that would call code: name it, in one line
-        why = f'loading it would call {g[0]}, which steanet never does' if g else \
-            f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'
-        raise CheckpointError(f'{path}: cannot read resume state ({why}); '
-                              f'the run folder needs an intact resume.pt from `steanet train`') from None
+    set_rng_state(state['rng'])
 
 def find_run_dir(resume: str, cfg: Optional[ExperimentConfig] = None) -> Path:
     "A run folder from `--resume`: the folder itself, or an MLflow run id whose `steanet.run_dir` tag names it."
