@@ -148,3 +148,21 @@ def test_tune_signal_mid_trial_kills_its_run_and_requeues(synth_root, tmp_path, 
     assert rc == 0, err[-3000:]
     st = optuna.load_study(study_name='sig', storage=f'sqlite:///{tmp_path}/mlruns/optuna.db')
     assert [t.state.name for t in st.trials] == ['FAIL', 'COMPLETE'] and st.trials[1].params == st.trials[0].params
+
+
+def test_tune_signal_while_saving_the_study(synth_root, tmp_path, monkeypatch):
+    "Ctrl-C while the study's files are written: exit 130 with one line, the study's run KILLED, its trial's FINISHED."
+    import steanet.tune as tune
+    args = ['tune', '--config', 'demo', '--quiet', '--no-plots', '--n-trials', '1', '--set', f'data.root={synth_root}',
+            'data.num_frames=4', 'data.num_workers=0', 'train.batch_size=8', 'tune.epochs=1', 'tune.study=save',
+            'tracking.log_checkpoint=false']
+    with monkeypatch.context() as m:
+        _signalled(m, tune.StudyTracker, 'finish', signal.SIGINT)   # the study's results go to its run
+        rc, _, err = _main(args)
+    assert rc == 130 and 'SIGINT' in _one_line(err, 'tune'), err[-3000:]
+    _, runs = _runs(tmp_path)
+    assert {r.data.tags.get('steanet.kind'): r.info.status for r in runs} == {'study': 'KILLED', 'trial': 'FINISHED'}
+    rc, _, err = _main(args)                                  # the same command again: the study's run finishes
+    assert rc == 0, err[-3000:]
+    _, runs = _runs(tmp_path)
+    assert {r.data.tags.get('steanet.kind'): r.info.status for r in runs} == {'study': 'FINISHED', 'trial': 'FINISHED'}
