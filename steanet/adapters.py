@@ -11,10 +11,16 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['OFFICIAL_GRID', 'ADAPTER_TYPES', 'bottleneck_width', 'Adapter', 'SpatialAdapter', 'TemporalAdapter',
+__all__ = ['OFFICIAL_GRID', 'ADAPTER_TYPES', 'activation', 'bottleneck_width', 'Adapter', 'SpatialAdapter', 'TemporalAdapter',
            'TemporalInAdapter', 'MLPAdapter', 'TEA', 'SEA', 'reinterpret', 'OfficialTEA', 'OfficialSEA']
 
 # %% ../nbs/01_adapters.ipynb #233447d2
+def activation(act: nn.Module, h):
+    "`act(h)` as a function call for GELU and QuickGELU (a recomputing backward then runs no module hooks)."
+    if isinstance(act, nn.GELU): return F.gelu(h, approximate=act.approximate)
+    if type(act).__name__ == 'QuickGELU': return h * torch.sigmoid(1.702 * h)
+    return act(h)
+
 def bottleneck_width(width: int, ratio: float) -> int:
     "Hidden width of an adapter: `int(width * ratio)` as in the releases; ratio 0 means the adapter is off."
     return int(width * ratio)
@@ -41,7 +47,7 @@ class Adapter(nn.Module):
 
     def body(self, h):
         "What lies between `fc1` and `fc2` (the activation): what a lean backward recomputes (`steanet.lean`)."
-        return self.act(h)
+        return activation(self.act, h)
 
     def forward(self, x):
         h = self.D_fc2(self.body(self.D_fc1(x)))
@@ -93,9 +99,12 @@ class TEA(_DepthwiseBottleneck):
     "Temporal Emotion Adapter: `fc2(dwconv_t(GELU(fc1(x))))` over the frames of each (sample, token) sequence."
     kind, conv_name, Conv, centre = 'tea', 'conv1d', nn.Conv1d, 'frame'
 
-    def body(self, h):
-        "GELU and the temporal conv on `fc1`'s output `(s, t, c)`."
-        return rearrange(self.conv1d(rearrange(self.act(h), 's t c -> s c t')), 's c t -> s t c')
+    def body(self, h, weight=None, bias=None):
+        "GELU and the temporal conv on `fc1`'s output `(s, t, c)` (`weight`, `bias`: the conv's, or stand-ins for them)."
+        c = self.conv1d
+        h = c._conv_forward(rearrange(activation(self.act, h), 's t c -> s c t'),
+                            c.weight if weight is None else weight, c.bias if bias is None else bias)
+        return rearrange(h, 's c t -> s t c')
 
     def forward(self, x):
         "x: `(s, t, d)`, one row per (sample, token) sequence of frames -> `(s, t, d)`."
@@ -111,10 +120,12 @@ class SEA(_DepthwiseBottleneck):
             raise ValueError(f'SEA: got {x.shape[1]} patch tokens for a {gh}x{gw} grid; pass the patch tokens only')
         return self.D_fc2(self.body(self.D_fc1(x), gh, gw))
 
-    def body(self, h, gh: int, gw: int):
-        "GELU and the depthwise conv over the patch grid on `fc1`'s output `(f, gh*gw, c)`."
-        h = rearrange(self.act(h), 'f (gh gw) c -> f c gh gw', gh=gh, gw=gw)
-        return rearrange(self.conv2d(h), 'f c gh gw -> f (gh gw) c')
+    def body(self, h, gh: int, gw: int, weight=None, bias=None):
+        "GELU and the depthwise conv over the patch grid on `fc1`'s output `(f, gh*gw, c)` (`weight`, `bias`: as TEA's)."
+        c = self.conv2d
+        h = rearrange(activation(self.act, h), 'f (gh gw) c -> f c gh gw', gh=gh, gw=gw)
+        h = c._conv_forward(h, c.weight if weight is None else weight, c.bias if bias is None else bias)
+        return rearrange(h, 'f c gh gw -> f (gh gw) c')
 
 # %% ../nbs/01_adapters.ipynb #eb900679
 def reinterpret(x, pattern: str, **sizes):

@@ -329,7 +329,7 @@ class STEABlock(nn.Module):
         n, B = x.shape[1], x.shape[0] // T
         dp = lambda y: drop_path(y, self.drop_path_rate, self.training, B)
         if (self.recompute != 'off' and torch.is_grad_enabled() and getattr(self, 'attn_probe', None) is None
-                and lean_applies(self)):
+                and not torch.compiler.is_compiling() and lean_applies(self)):   # compiled: AOTAutograd picks what to save
             return block_forward(self, x, T, gh, gw, dp, cls_only, recompute_mlp=self.recompute == 'mlp')
         p = self._p
         # 1. temporal
