@@ -323,12 +323,12 @@ class STEABlock(nn.Module):
 
     def forward(self, x, T: int, gh: int, gw: int, cls_only: bool = False):
         """x: `(b t) n d` tokens of T frames on a gh x gw grid -> same shape. With `recompute` on, a training forward
-        takes the fused path of `steanet.lean` (same numbers, less kept for backward); there, `cls_only` (the last
-        block) returns the class token `(b t) 1 d` only."""
+        with grad (not compiled, no `attn_probe`) takes the fused path of `steanet.lean` (same numbers, less kept for
+        backward); there, `cls_only` (the last block) returns the class token `(b t) 1 d` only."""
         if self.variant == 'official': return self._forward_official(x, T, gh, gw)
         n, B = x.shape[1], x.shape[0] // T
         dp = lambda y: drop_path(y, self.drop_path_rate, self.training, B)
-        if (self.recompute != 'off' and torch.is_grad_enabled() and getattr(self, 'attn_probe', None) is None
+        if (self.recompute != 'off' and self.training and torch.is_grad_enabled() and getattr(self, 'attn_probe', None) is None
                 and not torch.compiler.is_compiling() and lean_applies(self)):   # compiled: AOTAutograd picks what to save
             return block_forward(self, x, T, gh, gw, dp, cls_only, recompute_mlp=self.recompute == 'mlp')
         p = self._p
