@@ -580,6 +580,9 @@ def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'], help='autocast dtype')
     p.add_argument('--grad-checkpointing', action='store_true')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--recompute', default=None, choices=['off', 'cheap', 'mlp'],
+                   help="backbone.recompute of the steanet/aim variants (default: the config's); official is always plain")
+    p.add_argument('--compile', action='store_true', help='torch.compile the model for the timed steps')
     return p
 
 BENCH_SETS = ('fixtures', 'long', 'long-gop1s')
@@ -623,7 +626,8 @@ def bench_cmd(a) -> Outcome:
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
-                              grad_checkpointing=a.grad_checkpointing, threads=a.threads)
+                              grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
+                              compile=a.compile)
         return Outcome(r, bench.bench_model_table(r))
     if a.store:
         r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
