@@ -469,9 +469,12 @@ def explain_cmd(a) -> Outcome:
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML (secrets masked) and the data it reads',
                                    description='The resolved config as YAML, secrets masked (what a run writes to '
-                                               'config.yaml).'), config='ve8')
+                                               'config.yaml), then the data a run of it reads, as comments: classes '
+                                               'with their indices, videos per split, the validation source, the store '
+                                               'and how much of the dataset it holds (nothing is decoded).'), config='ve8')
+    show.add_argument('--no-data', action='store_true', help='only the config: do not list the dataset')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -482,8 +485,13 @@ def config_cmd(a) -> Outcome:
         ps = list_presets(); w = max(len(n) for n, _ in ps)
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
-    text = show_config(a.config, a.overrides)
-    return Outcome({'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None, text.rstrip('\n'))
+    cfg = make_config(a.config, a.overrides)
+    text, result = show_config(cfg).rstrip('\n'), {'config': redacted_dict(cfg)}
+    if not a.no_data:
+        from steanet.inputs import show_data                  # light: the records, no torch, nothing decoded
+        result['data'], data_text = show_data(cfg)
+        text += '\n' + data_text
+    return Outcome(result if a.json else None, text)
 
 def convert_parser() -> Parser:
     p = make_parser('convert-checkpoint', 'A release checkpoint (.pth, as MMAction2 saves it) rewritten as safetensors '
@@ -539,7 +547,6 @@ def check_data_cmd(a) -> Outcome:
                    progress=progress(a), overwrite=a.overwrite)
     return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
 
-
 # %% ../nbs/09_cli.ipynb #0847fa8b
 def prepare_data_parser() -> Parser:
     p = make_parser('prepare-data', "Decode every video of a dataset once into a prepared store (frames at the crops' "
@@ -561,7 +568,6 @@ def prepare_data_cmd(a) -> Outcome:
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
                      format=a.format, quality=a.quality, progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
-
 
 # %% ../nbs/09_cli.ipynb #1510edd1
 def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -631,7 +637,6 @@ def bench_cmd(a) -> Outcome:
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
 
-
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
     'demo':       Command('the embedded demo: synthetic emotion videos, a tiny backbone, three variants as MLflow runs',
@@ -649,7 +654,7 @@ COMMANDS = {
                           check_data_parser, check_data_cmd),
     'prepare-data': Command('decode a dataset once into a prepared store (then --set data.store=DIR)',
                           prepare_data_parser, prepare_data_cmd),
-    'config':     Command('`config show`: the resolved config as YAML (secrets masked); `config presets`',
+    'config':     Command('`config show`: the resolved config (secrets masked) and the data it reads; `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
