@@ -22,7 +22,7 @@ from .config import (ExperimentConfig, ConfigError, SteanetError, apply_override
 from .model import backbone_frame_grid, build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
-from . import tracking
+from . import inputs, tracking
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
@@ -547,6 +547,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
         tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), 'accum_steps': accum,
                                                          **smoke_tags(cfg),
                                                          **{k: v for k, v in sel.items()}, **(tags or {})})
+        inputs.log_inputs(run, cfg, tr.records)                  # MLflow datasets: the records this run reads
     meta['run_id'] = run.run_id
     return tr
 
@@ -898,6 +899,7 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
         preds = test_predictions(m.pop('predictions'), records, r.class_names)
         m['run_id'] = tracking.log_checkpoint_use(c, r.meta, 'eval', checkpoint, {k: m[k] for k in (*EVAL_KEYS, 'n')},
                                                   preds, r.class_names, m['confusion'])
+        if m['run_id']: inputs.log_inputs(tracking.attach_run(c, m['run_id']), c, {subset: records})  # its MLflow dataset
     return m
 
 def _predict_one(r: Restored, ds, i: int, video, topk: int, device, dtype) -> dict:

@@ -123,6 +123,29 @@ def test_registry_models_uri_checkpoints_and_logged_uses(store, fixtures_dir, tm
     assert rc == 1 and 'no such MLflow model' in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_runs_log_their_datasets(store):
+    """The training run logs its train / val / test records as MLflow datasets (digest = the split's records hash,
+    source = the data root); an eval run logs the split it read, with the same digest; search_runs finds both by it."""
+    from mlflow import MlflowClient
+    from steanet.config import load_config
+    from steanet.inputs import dataset_source, run_splits_of
+    from steanet.tracking import records_hash
+    c = MlflowClient(store['uri'])
+    def inputs(rid): return {dict((t.key, t.value) for t in i.tags)['mlflow.data.context']: i.dataset
+                             for i in c.get_run(rid).inputs.dataset_inputs}
+    got = inputs(store['run_id'])
+    cfg = load_config(Path(store['run_dir']) / 'config.yaml'); s = run_splits_of(cfg)
+    assert {k: d.digest for k, d in got.items()} == {k: records_hash(getattr(s, k)) for k in ('train', 'val', 'test')}
+    assert {d.name for d in got.values()} == {f'{cfg.data.dataset}-{k}' for k in got}
+    assert cfg.data.store and all(json.loads(d.source) == {'uri': dataset_source(cfg)} for d in got.values())  # the store
+    rc, out, err = _main(['eval', '--json', '--checkpoint', store['run_dir']]); assert rc == 0, err
+    ev = json.loads(out.strip().splitlines()[-1])
+    assert {k: d.digest for k, d in inputs(ev['run_id']).items()} == {'test': got['test'].digest}
+    exp = c.get_run(store['run_id']).info.experiment_id
+    hits = {r.info.run_id for r in c.search_runs([exp], filter_string=f"dataset.digest = '{got['test'].digest}'")}
+    assert {store['run_id'], ev['run_id']} <= hits
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
