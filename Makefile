@@ -15,10 +15,11 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test check-sync check-clean check-readme nbtest pytest lab ui dashboard readme export clean-nbs help
+.PHONY: install demo experiments test check-sync check-clean check-readme nbtest pytest lab ui dashboard readme export clean-nbs help
 
 help:
 	@echo "make demo    - install, then run the embedded demo (synthetic emotion videos, three MLflow runs)"
+	@echo "make experiments - execute nbs/experiments/*.ipynb (NB=one.ipynb: only it) and store their figures/tables"
 	@echo "make test    - install, then the gate: export sync, clean notebooks, README sync, nbdev_test, pytest"
 	@echo "make lab     - JupyterLab on 127.0.0.1 (the notebooks in nbs/)"
 	@echo "make ui      - MLflow UI on the project's default store (sqlite:///mlruns/mlflow.db)"
@@ -37,6 +38,12 @@ $(STAMP): setup.py settings.ini
 
 demo: install
 	$(BIN)/steanet demo
+
+# the experiment notebooks, executed (slow cells too) with their outputs stored (each < 1 MB; stderr noise dropped),
+# then cleaned like every notebook (nbdev_clean keeps outputs, drops execution counts and metadata)
+experiments: install
+	STEANET_HOME="$${STEANET_HOME:-$(CURDIR)}" $(BIN)/python -m steanet.experiments $(NB)
+	$(BIN)/nbdev_clean --fname nbs/experiments
 
 test: install check-sync check-clean check-readme nbtest pytest
 	@echo "make test: all gates passed"
