@@ -20,7 +20,7 @@ __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS'
            'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd',
            'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
            'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
-           'bench_parser', 'bench_cmd', 'usage', 'main']
+           'bench_parser', 'bench_cmd', 'serve_parser', 'serve_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -637,6 +637,38 @@ def bench_cmd(a) -> Outcome:
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
 
+# %% ../nbs/09_cli.ipynb #3d2fdb39
+def serve_parser() -> Parser:
+    p = make_parser('serve', "Serve a run's MLflow Model over HTTP (mlflow models serve --env-manager local): POST "
+                    '/invocations with rows of video_b64 (the video file, base64) or, with --media-root, video paths '
+                    'under that folder; one answer per row.', overrides=False)
+    p.add_argument('model', metavar='RUN_ID|MODEL_URI', help='an MLflow run id (its runs:/<id>/model), runs:/<id>/model '
+                   'or models:/NAME/<version|alias>')
+    p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    p.add_argument('--port', type=at_least(1), default=5001, help='port (default 5001; make ui uses 5000)')
+    p.add_argument('--media-root', metavar='DIR', help='also accept video paths, confined to this folder (default: bytes only)')
+    p.add_argument('--max-rows', type=at_least(1), default=16, help='rows per request (default 16)')
+    p.add_argument('--decode-timeout', type=at_least(0, float, strict=True), default=60.0,
+                   help='seconds one video may take to decode (default 60)')
+    p.add_argument('--max-video-mb', type=at_least(0, float, strict=True), default=256.0,
+                   help='size of one video sent as bytes, MB (default 256)')
+    p.add_argument('--workers', type=at_least(1), default=1, help='server worker processes (default 1)')
+    return p
+
+def serve_cmd(a) -> Outcome:
+    "`steanet serve`: `serving.serve_command` run in the foreground; its exit code."
+    import subprocess
+    from steanet.serving import ServeLimits, check_limits, model_uri_of, serve_command
+    from steanet.tracking import tracking_uri
+    lim = check_limits(ServeLimits(str(Path(a.media_root).resolve()) if a.media_root else '', a.max_rows,
+                                   a.decode_timeout, a.max_video_mb))
+    uri = model_uri_of(a.model)
+    argv, env = serve_command(uri, lim, a.host, a.port, a.workers, tracking=tracking_uri())
+    print(f"steanet serve: {uri} on http://{a.host}:{a.port}/invocations ({'paths under ' + lim.media_root if lim.media_root else 'bytes only'}"
+          f", at most {lim.max_rows} rows a request); Ctrl-C stops it", file=sys.stderr, flush=True)
+    rc = subprocess.call(argv, env=env)
+    return Outcome({'model_uri': uri, 'exit_code': rc}, '', rc)
+
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
     'demo':       Command('the embedded demo: synthetic emotion videos, a tiny backbone, three variants as MLflow runs',
@@ -659,6 +691,8 @@ COMMANDS = {
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
                           bench_parser, bench_cmd),
+    'serve':      Command("serve a run's MLflow Model over HTTP on 127.0.0.1 (video bytes; paths only under --media-root)",
+                          serve_parser, serve_cmd),
 }
 
 def usage() -> str:

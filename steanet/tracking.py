@@ -21,7 +21,7 @@ __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'Trackin
            'curves_figure', 'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step',
            'log_epoch', 'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
            'model_signature', 'model_requirements', 'video_probabilities', 'predictions_frame', 'check_backbone_file',
-           'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
+           'model_example', 'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
 EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
@@ -504,12 +504,15 @@ def model_artifacts(cfg: ExperimentConfig, run_dir) -> dict:
     return arts
 
 def model_signature(class_names: Sequence[str]):
-    "Input: a `video` column of file paths. Output: one row per video with the top `label`, its `prob`, every class's probability and an `error` (empty when the video was read)."
+    """Input (`steanet.serving`): `video_b64` (the file, base64) and/or `video` (its name; a path under the media root
+    when the server has one), both optional per row. Output: one row per input row with the top `label`, its `prob`,
+    every class's probability and an `error` (empty when the video was read)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     out = [ColSpec('string', 'video'), ColSpec('string', 'label'), ColSpec('double', 'prob'),
            *[ColSpec('double', c) for c in prob_columns(class_names)], ColSpec('string', 'error')]
-    return ModelSignature(inputs=Schema([ColSpec('string', 'video')]), outputs=Schema(out))
+    ins = [ColSpec('string', 'video', required=False), ColSpec('string', 'video_b64', required=False)]
+    return ModelSignature(inputs=Schema(ins), outputs=Schema(out))
 
 def model_requirements() -> list:
     "The model's pip requirements, pinned to what is installed (stated, so MLflow does not import the model to infer them)."
@@ -569,20 +572,22 @@ def _model_class():
     class SteanetModel(mlflow.pyfunc.PythonModel):
         """A steanet run as an MLflow `pyfunc` model: `load_context` restores the adapter checkpoint onto its backbone
         (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
-        `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
+        `restore_checkpoint` checks) and reads the serving limits set for this process (`serving.limits_from_env`);
+        `predict` answers each row of `video_b64` bytes or `video` paths under the media root (`serving.serve_rows`)."""
         def load_context(self, context):
             from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
+            from steanet.serving import limits_from_env
+            self.limits = limits_from_env()                     # a bad STEANET_* value fails here, when the server starts
             arts = context.artifacts; bb = arts.get('backbone')
             if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
             self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto',
                                                files=True)
 
         def predict(self, context, model_input, params=None):
-            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-            if 'video' not in df.columns:
-                raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
-            videos = [str(v) for v in df['video']]
-            return predictions_frame(videos, video_probabilities(self.restored, videos), self.restored.class_names)
+            from steanet.serving import serve_rows
+            r = self.restored
+            return serve_rows(model_input, self.limits, lambda paths: video_probabilities(r, paths), r.class_names,
+                              r.cfg.data.decoder)
         # a DataFrame hint, from which MLflow infers nothing (the logged signature says what goes in and out); without
         # one MLflow prints a note per process. Set as an object: this module's annotations are strings
         predict.__annotations__ = {'model_input': pd.DataFrame}
@@ -615,6 +620,14 @@ def _quiet_mlflow():
         if saved is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
         else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = saved
 
+def model_example(video, max_mb: float = 2.0):
+    "The model's input example: one of the run's videos as bytes (`video_b64`), or only its name when it is over `max_mb`."
+    if not video: return None
+    from steanet.serving import video_frame
+    import pandas as pd
+    v = Path(video)
+    return video_frame([v]) if v.stat().st_size <= max_mb * 2 ** 20 else pd.DataFrame({'video': [v.name]})
+
 def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, register: Optional[str] = None) -> Optional[str]:
     """Log the run's MLflow Model (`runs:/<id>/model`): `SteanetModel` with `model_artifacts`, `model_signature`, an
     input example (`example_video`, one of the run's videos) and pinned requirements; with `register`, also a new
@@ -624,7 +637,7 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
     from mlflow.models import Model
     meta = json.loads((Path(run_dir) / 'best.json').read_text())
     use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
+    example = model_example(example_video)
     exp_id = run.client.get_run(run.run_id).info.experiment_id
     with _quiet_mlflow():
         # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)
