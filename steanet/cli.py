@@ -177,19 +177,12 @@ def register_overrides(a) -> list:
     "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
     return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
 
-def _weights_file(cfg: ExperimentConfig):
-    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
-    p = cfg.backbone.pretrained
-    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
-        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
-                          f'such as openai')
-
-def preflight(cfg: ExperimentConfig) -> dict:
-    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
-    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
-    validate_config(cfg, run=True); _weights_file(cfg)
-    from steanet.data import check_dataset                   # light: no torch, no decoders
-    return check_dataset(cfg)
+def preflight(cfg: ExperimentConfig, **kw) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value, a
+    weights file that must exist, the splits (`resolve_splits`: no overlap) and their classes: `steanet.protocol.preflight`,
+    the same checks `fit()` makes from a notebook."""
+    from steanet.protocol import preflight as run_preflight   # light: no torch, no decoders
+    return run_preflight(cfg, **kw)
 
 def smoke_overrides(a) -> list:
     "`--set` plus `--max-steps` / `--limit-batches` as overrides."
@@ -279,7 +272,7 @@ def eval_parser() -> Parser:
 
 def eval_cmd(a) -> Outcome:
     "`steanet eval`: `eval_checkpoint`."
-    from steanet.train import eval_checkpoint
+    from steanet.infer import eval_checkpoint
     m = eval_checkpoint(a.checkpoint, views=a.views, crops=a.crops, subset=a.subset, overrides=a.overrides,
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
@@ -302,7 +295,7 @@ def predict_parser() -> Parser:
 
 def predict_cmd(a) -> Outcome:
     "`steanet predict`: `predict_videos`, one line per video; exit code 1 if any file failed."
-    from steanet.train import predict_videos
+    from steanet.infer import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                            csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow, overwrite=a.overwrite)
@@ -402,7 +395,7 @@ def _study_text(out: dict, cfg: ExperimentConfig) -> str:
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
-    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
+    if not a.fit: preflight(cfg, test=False)             # the values and the dataset (a study reads no test list), before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:
@@ -470,10 +463,13 @@ def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
     show = add_common_args(sub.add_parser('show', help='the resolved config as YAML (secrets masked) and the data it reads',
-                                   description='The resolved config as YAML, secrets masked (what a run writes to '
-                                               'config.yaml), then the data a run of it reads, as comments: classes '
-                                               'with their indices, videos per split, the validation source, the store '
-                                               'and how much of the dataset it holds (nothing is decoded).'), config='ve8')
+                                          description='The resolved config as YAML, secrets masked (what a run writes '
+                                                      'to config.yaml), then the data a run of it reads, as comments: '
+                                                      'classes with their indices, videos per split, the validation '
+                                                      'source, the store and how much of the dataset it holds (nothing '
+                                                      'is decoded).'), config='ve8')
+    show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
+                      'them (steanet.protocol.resolve_splits): videos and where each split comes from')
     show.add_argument('--no-data', action='store_true', help='only the config: do not list the dataset')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
@@ -486,12 +482,19 @@ def config_cmd(a) -> Outcome:
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
     cfg = make_config(a.config, a.overrides)
-    text, result = show_config(cfg).rstrip('\n'), {'config': redacted_dict(cfg)}
-    if not a.no_data:
+    text, res = show_config(cfg).rstrip('\n'), ({'config': redacted_dict(cfg)} if a.json else None)
+    if not getattr(a, 'no_data', False):
         from steanet.inputs import show_data                  # light: the records, no torch, nothing decoded
-        result['data'], data_text = show_data(cfg)
+        data, data_text = show_data(cfg)
         text += '\n' + data_text
-    return Outcome(result if a.json else None, text)
+        if res is not None: res['data'] = data
+    if getattr(a, 'splits', False):
+        from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
+        sp = resolve_splits(make_config(a.config, a.overrides))
+        text = text.rstrip('\n') + '\n# splits (steanet.protocol.resolve_splits):\n' + \
+            '\n'.join(f'#   {l}' for l in splits_text(sp).splitlines())
+        if res is not None: res['splits'] = {'provenance': sp.provenance, 'selection': sp.selection}
+    return Outcome(res, text.rstrip('\n'))
 
 def convert_parser() -> Parser:
     p = make_parser('convert-checkpoint', 'A release checkpoint (.pth, as MMAction2 saves it) rewritten as safetensors '
