@@ -4,13 +4,14 @@
 
 # %% ../nbs/09_cli.ipynb #be4ae06b
 from __future__ import annotations
-import argparse, csv, errno, importlib, io, json, os, sys, traceback
+import argparse, csv, errno, importlib, io, json, os, signal, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config, validate_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, redacted_output, show_config,
+                            validate_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'at_least',
@@ -146,7 +147,8 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
     except UsageError as e:
         print(e.usage, end='', file=sys.stderr); _fail(name, e, as_json); return 2
     except KeyboardInterrupt as e:                                   # a training's own line says where and how to resume
-        line = str(e) or 'interrupted' + (f'; {command.interrupted}' if command.interrupted else '')
+        line = str(e) or 'interrupted'             # a bare signal ('SIGTERM: interrupted') gets the command's hint
+        if command.interrupted and line.endswith('interrupted'): line += f'; {command.interrupted}'
         _report(name, line, as_json, str(e) or 'interrupted', type(e).__name__); return 130
     except Exception as e:
         if not is_expected(e):
@@ -277,6 +279,7 @@ def eval_cmd(a) -> Outcome:
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
     text = [f"{a.checkpoint}: {m['n']} videos, {m['views']} views"]
+    if m.get('n_bad'): text[0] += f", {m['n_bad']} unreadable, left out: " + ', '.join(p for p, _ in m['bad'])
     text += [f'  {k:<16} {m[k]:.4f}' for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss') if m.get(k) is not None]
     return Outcome(m, '\n'.join(text))
 
@@ -720,8 +723,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] in ('-V', '--version'):
         from steanet import __version__; print(__version__); return 0
     if argv[0] not in COMMANDS:
-        print(f'steanet: unknown command {argv[0]!r}\n\n{usage()}', file=sys.stderr); return 2
-    return run(argv[0], COMMANDS[argv[0]], argv[1:])
+        print(redact(f'steanet: unknown command {argv[0]!r}\n\n{usage()}'), file=sys.stderr); return 2
+    from steanet.tracking import sigterm_as_interrupt
+    # whatever a command or a library prints (MLflow's run URL) is masked; SIGTERM is Ctrl-C from the first moment
+    # (imports, setup): exit 130 with one line naming the signal, never a silent 143
+    with redacted_output(), sigterm_as_interrupt((signal.SIGINT, signal.SIGTERM)):
+        return run(argv[0], COMMANDS[argv[0]], argv[1:])
 
 if __name__ == '__main__' and sys.argv[0].endswith('cli.py'):  # `python -m steanet.cli ...` (not when run in a notebook)
     sys.exit(main())
