@@ -21,7 +21,7 @@ __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS'
            'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd',
            'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
            'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
-           'bench_parser', 'bench_cmd', 'usage', 'main']
+           'bench_parser', 'bench_cmd', 'serve_parser', 'serve_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -465,11 +465,15 @@ def explain_cmd(a) -> Outcome:
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML (secrets masked) and the data it reads',
                                           description='The resolved config as YAML, secrets masked (what a run writes '
-                                                      'to config.yaml).'), config='ve8')
+                                                      'to config.yaml), then the data a run of it reads, as comments: '
+                                                      'classes with their indices, videos per split, the validation '
+                                                      'source, the store and how much of the dataset it holds (nothing '
+                                                      'is decoded).'), config='ve8')
     show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
                       'them (steanet.protocol.resolve_splits): videos and where each split comes from')
+    show.add_argument('--no-data', action='store_true', help='only the config: do not list the dataset')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -480,8 +484,13 @@ def config_cmd(a) -> Outcome:
         ps = list_presets(); w = max(len(n) for n, _ in ps)
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
-    text = show_config(a.config, a.overrides)
-    res = {'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None
+    cfg = make_config(a.config, a.overrides)
+    text, res = show_config(cfg).rstrip('\n'), ({'config': redacted_dict(cfg)} if a.json else None)
+    if not getattr(a, 'no_data', False):
+        from steanet.inputs import show_data                  # light: the records, no torch, nothing decoded
+        data, data_text = show_data(cfg)
+        text += '\n' + data_text
+        if res is not None: res['data'] = data
     if getattr(a, 'splits', False):
         from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
         sp = resolve_splits(make_config(a.config, a.overrides))
@@ -638,6 +647,38 @@ def bench_cmd(a) -> Outcome:
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
 
+# %% ../nbs/09_cli.ipynb #3d2fdb39
+def serve_parser() -> Parser:
+    p = make_parser('serve', "Serve a run's MLflow Model over HTTP (mlflow models serve --env-manager local): POST "
+                    '/invocations with rows of video_b64 (the video file, base64) or, with --media-root, video paths '
+                    'under that folder; one answer per row.', overrides=False)
+    p.add_argument('model', metavar='RUN_ID|MODEL_URI', help='an MLflow run id (its runs:/<id>/model), runs:/<id>/model '
+                   'or models:/NAME/<version|alias>')
+    p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    p.add_argument('--port', type=at_least(1), default=5001, help='port (default 5001; make ui uses 5000)')
+    p.add_argument('--media-root', metavar='DIR', help='also accept video paths, confined to this folder (default: bytes only)')
+    p.add_argument('--max-rows', type=at_least(1), default=16, help='rows per request (default 16)')
+    p.add_argument('--decode-timeout', type=at_least(0, float, strict=True), default=60.0,
+                   help='seconds one video may take to decode (default 60)')
+    p.add_argument('--max-video-mb', type=at_least(0, float, strict=True), default=256.0,
+                   help='size of one video sent as bytes, MB (default 256)')
+    p.add_argument('--workers', type=at_least(1), default=1, help='server worker processes (default 1)')
+    return p
+
+def serve_cmd(a) -> Outcome:
+    "`steanet serve`: `serving.serve_command` run in the foreground; its exit code."
+    import subprocess
+    from steanet.serving import ServeLimits, check_limits, model_uri_of, serve_command
+    from steanet.tracking import tracking_uri
+    lim = check_limits(ServeLimits(str(Path(a.media_root).resolve()) if a.media_root else '', a.max_rows,
+                                   a.decode_timeout, a.max_video_mb))
+    uri = model_uri_of(a.model)
+    argv, env = serve_command(uri, lim, a.host, a.port, a.workers, tracking=tracking_uri())
+    print(f"steanet serve: {uri} on http://{a.host}:{a.port}/invocations ({'paths under ' + lim.media_root if lim.media_root else 'bytes only'}"
+          f", at most {lim.max_rows} rows a request); Ctrl-C stops it", file=sys.stderr, flush=True)
+    rc = subprocess.call(argv, env=env)
+    return Outcome({'model_uri': uri, 'exit_code': rc}, '', rc)
+
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
     'demo':       Command('the embedded demo: synthetic emotion videos, a tiny backbone, three variants as MLflow runs',
@@ -655,11 +696,13 @@ COMMANDS = {
                           check_data_parser, check_data_cmd),
     'prepare-data': Command('decode a dataset once into a prepared store (then --set data.store=DIR)',
                           prepare_data_parser, prepare_data_cmd),
-    'config':     Command('`config show`: the resolved config as YAML (secrets masked); `config presets`',
+    'config':     Command('`config show`: the resolved config (secrets masked) and the data it reads; `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
                           bench_parser, bench_cmd),
+    'serve':      Command("serve a run's MLflow Model over HTTP on 127.0.0.1 (video bytes; paths only under --media-root)",
+                          serve_parser, serve_cmd),
 }
 
 def usage() -> str:

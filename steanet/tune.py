@@ -14,6 +14,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from .tracking import (OWNER_TAG, setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info,
                               worker_is_dead, _proc_start)
+from .tracking import Run
+from . import inputs
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
                             flatten_config, atomic_write, project_dir, redact, redacted_dict, restore_secrets,
                             one_line, save_config)
@@ -691,6 +693,9 @@ def _study_steps(cfg, t_start, names, fit_fn, records, progress, plots, log, sam
     opened += [tracker, study]
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
+    if tracker.enabled and tracker.parent_id:                     # the study's MLflow datasets (its trials share them)
+        inputs.log_inputs(Run(tracker.client, tracker.parent_id, tracker.uri, owned=False), cfg,
+                          {'train': train_records, 'val': val_records})
     state, ran = {}, []
     objective = make_objective(cfg, train_records, val_records, tracker, fit_fn, recovery, state, class_names)
     bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,
