@@ -296,6 +296,7 @@ class STEABlock(nn.Module):
         d, a = block.ln_1.normalized_shape[0], adapters
         self.heads, self.variant, self.drop_path_rate = heads, variant, drop_path
         self.fast_attention = fast_attention and variant != 'official'
+        self.attn_probe = None  # explain-only attention path: steanet.explain_relevance sets it (returns the same output)
         self.scale = a.adapter_scale
         on = variant != 'linear_probe'
         self.T_Adapter_in = TemporalInAdapter(d, a.t_ratio) if on and a.t_ratio > 0 and a.num_tadapter == 2 else None
@@ -314,6 +315,7 @@ class STEABlock(nn.Module):
 
     def attention(self, x):
         "Frozen self-attention of batch-first `x (s, l, d)`."
+        if self.attn_probe is not None: return self.attn_probe(self, x)
         if self.fast_attention: return packed_attention(self.attn, x, self.heads)
         return self.attn(x, x, x, need_weights=False)[0]
 
