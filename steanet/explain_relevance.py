@@ -116,7 +116,8 @@ def relevance(model, clip, target=None, cfg: ExplainConfig = None) -> Attributio
     grads = [{k: next(gs) for k in ('temporal', 'spatial') if k in m} for m in rec.maps]
     v = propagate(rec.maps, x.shape[2], 'relevance', grads)
     m, tok = _token_map(model, v, x.shape[2:])
-    return Attribution('relevance', m, t, float(logits[0, t]), tokens=tok, signed=False, seconds=time.perf_counter() - t0)
+    return Attribution('relevance', m, t, float(logits[0, t].detach()), curve=reduce(tok, 't gh gw -> t', 'max'), tokens=tok,
+                       signed=False, seconds=time.perf_counter() - t0)
 
 def rollout(model, clip, target=None, cfg: ExplainConfig = None) -> Attribution:
     "Attention rollout (Abnar & Zuidema 2020) through the spatial and temporal attention: forward only, class-agnostic."
@@ -125,7 +126,8 @@ def rollout(model, clip, target=None, cfg: ExplainConfig = None) -> Attribution:
         x, logits, rec, t = _explained(model, clip, target, grad=False)
         v = propagate(rec.maps, x.shape[2], 'rollout')
     m, tok = _token_map(model, v, x.shape[2:])
-    return Attribution('rollout', m, t, float(logits[0, t]), tokens=tok, signed=False, seconds=time.perf_counter() - t0)
+    return Attribution('rollout', m, t, float(logits[0, t].detach()), curve=reduce(tok, 't gh gw -> t', 'max'), tokens=tok,
+                       signed=False, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/07b_explain_relevance.ipynb #930c682f
 METHODS = ('relevance', 'rollout', *CAPTUM_METHODS)
