@@ -4,13 +4,14 @@
 
 # %% ../nbs/09_cli.ipynb #be4ae06b
 from __future__ import annotations
-import argparse, csv, errno, importlib, io, json, os, sys, traceback
+import argparse, csv, errno, importlib, io, json, os, signal, sys, traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from .config import (EXPLAIN_METHODS, PRESETS, ConfigError, ExperimentConfig, SteanetError, atomic_write,
-                            list_presets, make_config, redact, redact_tree, redacted_dict, show_config, validate_config)
+                            list_presets, make_config, redact, redact_tree, redacted_dict, redacted_output, show_config,
+                            validate_config)
 
 # %% auto #0
 __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS', 'UsageError', 'Parser', 'at_least',
@@ -146,7 +147,8 @@ def run(name: str, command: Command, argv: Sequence[str] = ()) -> int:
     except UsageError as e:
         print(e.usage, end='', file=sys.stderr); _fail(name, e, as_json); return 2
     except KeyboardInterrupt as e:                                   # a training's own line says where and how to resume
-        line = str(e) or 'interrupted' + (f'; {command.interrupted}' if command.interrupted else '')
+        line = str(e) or 'interrupted'             # a bare signal ('SIGTERM: interrupted') gets the command's hint
+        if command.interrupted and line.endswith('interrupted'): line += f'; {command.interrupted}'
         _report(name, line, as_json, str(e) or 'interrupted', type(e).__name__); return 130
     except Exception as e:
         if not is_expected(e):
@@ -177,19 +179,12 @@ def register_overrides(a) -> list:
     "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
     return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
 
-def _weights_file(cfg: ExperimentConfig):
-    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
-    p = cfg.backbone.pretrained
-    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
-        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
-                          f'such as openai')
-
-def preflight(cfg: ExperimentConfig) -> dict:
-    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
-    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
-    validate_config(cfg, run=True); _weights_file(cfg)
-    from steanet.data import check_dataset                   # light: no torch, no decoders
-    return check_dataset(cfg)
+def preflight(cfg: ExperimentConfig, **kw) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value, a
+    weights file that must exist, the splits (`resolve_splits`: no overlap) and their classes: `steanet.protocol.preflight`,
+    the same checks `fit()` makes from a notebook."""
+    from steanet.protocol import preflight as run_preflight   # light: no torch, no decoders
+    return run_preflight(cfg, **kw)
 
 def smoke_overrides(a) -> list:
     "`--set` plus `--max-steps` / `--limit-batches` as overrides."
@@ -279,11 +274,12 @@ def eval_parser() -> Parser:
 
 def eval_cmd(a) -> Outcome:
     "`steanet eval`: `eval_checkpoint`."
-    from steanet.train import eval_checkpoint
+    from steanet.infer import eval_checkpoint
     m = eval_checkpoint(a.checkpoint, views=a.views, crops=a.crops, subset=a.subset, overrides=a.overrides,
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
     text = [f"{a.checkpoint}: {m['n']} videos, {m['views']} views"]
+    if m.get('n_bad'): text[0] += f", {m['n_bad']} unreadable, left out: " + ', '.join(p for p, _ in m['bad'])
     text += [f'  {k:<16} {m[k]:.4f}' for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss') if m.get(k) is not None]
     return Outcome(m, '\n'.join(text))
 
@@ -302,7 +298,7 @@ def predict_parser() -> Parser:
 
 def predict_cmd(a) -> Outcome:
     "`steanet predict`: `predict_videos`, one line per video; exit code 1 if any file failed."
-    from steanet.train import predict_videos
+    from steanet.infer import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                            csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow, overwrite=a.overwrite)
@@ -402,7 +398,7 @@ def _study_text(out: dict, cfg: ExperimentConfig) -> str:
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
-    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
+    if not a.fit: preflight(cfg, test=False)             # the values and the dataset (a study reads no test list), before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:
@@ -478,9 +474,11 @@ def explain_cmd(a) -> Outcome:
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
-                                   description='The resolved config as YAML, secrets masked (what a run writes to '
-                                               'config.yaml).'), config='ve8')
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+                                          description='The resolved config as YAML, secrets masked (what a run writes '
+                                                      'to config.yaml).'), config='ve8')
+    show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
+                      'them (steanet.protocol.resolve_splits): videos and where each split comes from')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -492,7 +490,14 @@ def config_cmd(a) -> Outcome:
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
     text = show_config(a.config, a.overrides)
-    return Outcome({'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None, text.rstrip('\n'))
+    res = {'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None
+    if getattr(a, 'splits', False):
+        from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
+        sp = resolve_splits(make_config(a.config, a.overrides))
+        text = text.rstrip('\n') + '\n# splits (steanet.protocol.resolve_splits):\n' + \
+            '\n'.join(f'#   {l}' for l in splits_text(sp).splitlines())
+        if res is not None: res['splits'] = {'provenance': sp.provenance, 'selection': sp.selection}
+    return Outcome(res, text.rstrip('\n'))
 
 def convert_parser() -> Parser:
     p = make_parser('convert-checkpoint', 'A release checkpoint (.pth, as MMAction2 saves it) rewritten as safetensors '
@@ -684,8 +689,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] in ('-V', '--version'):
         from steanet import __version__; print(__version__); return 0
     if argv[0] not in COMMANDS:
-        print(f'steanet: unknown command {argv[0]!r}\n\n{usage()}', file=sys.stderr); return 2
-    return run(argv[0], COMMANDS[argv[0]], argv[1:])
+        print(redact(f'steanet: unknown command {argv[0]!r}\n\n{usage()}'), file=sys.stderr); return 2
+    from steanet.tracking import sigterm_as_interrupt
+    # whatever a command or a library prints (MLflow's run URL) is masked; SIGTERM is Ctrl-C from the first moment
+    # (imports, setup): exit 130 with one line naming the signal, never a silent 143
+    with redacted_output(), sigterm_as_interrupt((signal.SIGINT, signal.SIGTERM)):
+        return run(argv[0], COMMANDS[argv[0]], argv[1:])
 
 if __name__ == '__main__' and sys.argv[0].endswith('cli.py'):  # `python -m steanet.cli ...` (not when run in a notebook)
     sys.exit(main())

@@ -20,11 +20,12 @@ __all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'tiny_overrides',
 # %% ../nbs/10_testing.ipynb #1c9c5cfa
 @contextlib.contextmanager
 def project_home(path=None):
-    "Within the block, `STEANET_HOME` is `path` (a new temp dir if None) and `MLFLOW_TRACKING_URI` is unset; yields the folder."
-    saved = {k: os.environ.pop(k, None) for k in ('STEANET_HOME', 'MLFLOW_TRACKING_URI')}
+    """Within the block, `STEANET_HOME` is `path` (a new temp dir if None), the private cache `STEANET_CACHE` is
+    `<path>/.user-cache` and `MLFLOW_TRACKING_URI` is unset; yields the folder."""
+    saved = {k: os.environ.pop(k, None) for k in ('STEANET_HOME', 'STEANET_CACHE', 'MLFLOW_TRACKING_URI')}
     home = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix='steanet-home-'))
     home.mkdir(parents=True, exist_ok=True)
-    os.environ['STEANET_HOME'] = str(home)
+    os.environ['STEANET_HOME'], os.environ['STEANET_CACHE'] = str(home), str(home / '.user-cache')
     try: yield home
     finally:
         for k, v in saved.items():

@@ -217,8 +217,9 @@ def _config_records(cfg: ExperimentConfig) -> list:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore'); rs, _ = load_records(cfg, sub)
-        except DataError:
-            if sub == 'val': continue                   # most datasets have no val list
+        except DataError as e:
+            from steanet.data.records import NoSplitError
+            if sub == 'val' or isinstance(e, NoSplitError): continue   # no val list; ONE list: its test rows are train rows
             raise
         out += [r for r in rs if _norm(r.path) not in seen]; seen.update(_norm(r.path) for r in rs)
     return out
@@ -282,11 +283,16 @@ def _run_prepare(jobs: list, workers: int, progress: bool, done) -> None:
     ctx, retry = mp.get_context('spawn'), []
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as ex:
         futs = {ex.submit(store.prepare_one, j): j for j in jobs}
-        for f in as_completed(futs):
-            try: res = f.result()
-            except BrokenProcessPool: retry.append(futs[f]); continue
-            except Exception as e: res = {'error': f'worker failed ({type(e).__name__}: {e})'}
-            done(futs[f], res); bar.update(1)
+        try:
+            for f in as_completed(futs):
+                try: res = f.result()
+                except BrokenProcessPool: retry.append(futs[f]); continue
+                except Exception as e: res = {'error': f'worker failed ({type(e).__name__}: {e})'}
+                done(futs[f], res); bar.update(1)
+        except KeyboardInterrupt:   # Ctrl-C / SIGTERM: stop now (the pool would finish every queued video first)
+            ex.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(ex, '_processes', None) or {}).values()): proc.terminate()
+            raise
     for j in retry:
         with ProcessPoolExecutor(1, mp_context=ctx) as ex:
             try: res = ex.submit(store.prepare_one, j).result()
