@@ -273,6 +273,25 @@ def test_acceptance_on_the_demo_model(demo_model):
     for m in ('ig', 'occlusion'): assert s[m]['mass_in_mask'] >= 4 * s[m]['mask_share'], (m, s[m])
     for m, r in s.items(): assert r['deletion_auc'] < r['deletion_auc_random'], (m, r)
 
+@FULL
+def test_issue22_acceptance_on_the_demo_model(demo_model):
+    """Issue 22 on the demo's 128 test clips, in one run: relevance points at least as well as IG at <= 1/10 of its
+    seconds per clip; IG and relevance pass the randomisation check (8 clips); the adapters' shares are measured."""
+    from steanet.data import load_records
+    model, meta, cfg = ex.load_explain_model(demo_model)
+    mean, std = ex.model_norm(model)
+    items = list(ex.clip_items(cfg, load_records(cfg.data, 'test')[0], mean, std, meta['class_names']))
+    assert len(items) == 128
+    res = ex.evaluate_attributions(model, items, ['relevance', 'ig'], cfg.explain, faithfulness=False, sanity=8,
+                                   adapters=True)
+    print('\n' + ex.markdown_table(res))
+    s = res['summary']
+    assert s['relevance']['hit_rate'] >= s['ig']['hit_rate'], (s['relevance']['hit_rate'], s['ig']['hit_rate'])
+    assert s['relevance']['seconds_per_clip'] <= s['ig']['seconds_per_clip'] / 10
+    assert s['ig']['sanity']['passed'] and s['relevance']['sanity']['passed'], res['sanity']
+    assert res['adapters']['temporal_share']['mean'] is not None and res['adapters']['clips'] == 128
+
+
 def test_explain_cli_on_a_dataset(quick_model, tmp_path):
     import contextlib, io
     from steanet.tracking import setup_mlflow
