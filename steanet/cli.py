@@ -413,9 +413,10 @@ def tune_cmd(a) -> Outcome:
 
 # %% ../nbs/09_cli.ipynb #219bcae0
 def explain_parser() -> Parser:
-    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion: Captum attributions '
-                                     'as space-time maps, figures, GIFs and faithfulness measures (a video that cannot '
-                                     'be read is listed, and the exit code is 1).',
+    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion, and which adapter '
+                                     'decided: relevance through the attention and Captum attributions as space-time maps, '
+                                     'figures, GIFs, one evaluation table (bootstrap 95 % intervals over clips) and one '
+                                     'MLflow run (a video that cannot be read is listed, and the exit code is 1).',
                                      overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black'))
     p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
     p.add_argument('--method', nargs='+', choices=EXPLAIN_METHODS, metavar='METHOD',
@@ -424,42 +425,50 @@ def explain_parser() -> Parser:
     p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
     p.add_argument('--limit', type=at_least(1), help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=at_least(0), help='class to explain (default: the predicted one)')
-    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json); one that holds an '
-                   'earlier explanation is kept unless --overwrite')
+    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, table.md, clips.csv, summary.json); '
+                   'one that holds an earlier explanation is kept unless --overwrite')
     p.add_argument('--overwrite', action='store_true', help='write into an --out that holds an earlier explanation')
     p.add_argument('--faithfulness', action='store_true',
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
+    p.add_argument('--sanity', nargs='?', const=8, type=at_least(1), metavar='N',
+                   help='cascading randomisation sanity check of every method on the first N clips (default N: 8); '
+                        'a method passes when full randomisation brings Spearman(|map|) below 0.5')
+    p.add_argument('--adapters', action='store_true',
+                   help='per-adapter attribution (exact output ablation of every S, T, MLP, TEA, SEA adapter) and the '
+                        'shuffled-frames drop, per clip and as shares per kind')
     p.add_argument('--steps', type=at_least(1), default=16, help='points of each deletion/insertion curve - 1')
     p.add_argument('--random', type=at_least(1), default=4, help='random orderings to compare against')
     p.add_argument('--max-figures', type=at_least(0), default=8, help='draw figures/GIFs for at most N clips')
     p.add_argument('--no-gifs', action='store_true')
-    p.add_argument('--mlflow-run', help="log the outputs to this MLflow run id ('checkpoint': the checkpoint's run)")
+    p.add_argument('--mlflow-run', help="log into this MLflow run id ('checkpoint': the checkpoint's run) instead of a "
+                   'new run of its own (experiment <experiment>-explain; made when tracking.enabled)')
+    p.add_argument('--no-mlflow', action='store_true', help='log no MLflow run')
     p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda when available)')
     return p
 
 def explain_cmd(a) -> Outcome:
-    "`steanet explain`: `explain_run`, its summary table and a short JSON summary."
+    "`steanet explain`: `explain_run`, its Markdown table and the `--json` object of `explain.json_summary`."
     if not a.videos and not a.dataset:
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
-    from steanet.explain import explain_run, summary_table
+    if a.no_mlflow and a.mlflow_run: raise ConfigError('--no-mlflow and --mlflow-run: choose one')
+    from steanet.explain import explain_run, json_summary, markdown_table
     res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
                       target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
-                      mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
+                      mlflow_run=a.mlflow_run, track=False if a.no_mlflow else None, sanity=a.sanity or 0,
+                      adapters=a.adapters, backbone_weights=a.backbone_weights,
                       allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a),
                       overwrite=a.overwrite)
-    times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
     preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
              + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
              for c in res['clips'][:a.max_figures]]
-    text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
-            f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
-            + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
+    text = (f"{markdown_table(res)}\n\n" + '\n'.join(preds) + f"\n{res['n_clips']} clips, {len(res['files'])} files in "
+            f"{res['out']}" + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
             + ''.join(f"\n{s['path']}: ERROR {s['error']}" for s in res['skipped']))
-    return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
-                        out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id'],
-                        skipped=res['skipped']), text, 1 if res['skipped'] else 0)
+    out = json_summary(res)
+    if res['skipped']: out['skipped'] = res['skipped']     # only when a video could not be read (exit 1)
+    return Outcome(out, text, 1 if res['skipped'] else 0)
 
 # %% ../nbs/09_cli.ipynb #3098475d
 def config_parser() -> Parser:
@@ -690,7 +699,7 @@ COMMANDS = {
     'splits':     Command('train and test every split of a dataset (VE-8: 10), mean +- std', splits_parser, splits_cmd),
     'tune':       Command('Optuna study of adapter widths, logged to MLflow; --retrain-best', tune_parser, tune_cmd,
                           interrupted='run the same command to continue the study'),
-    'explain':    Command('Captum attributions of a checkpoint on videos or a dataset: maps, figures, measures',
+    'explain':    Command('relevance and Captum attributions of a checkpoint: maps, figures, one evaluation table, sanity check, adapters',
                           explain_parser, explain_cmd),
     'check-data': Command('decode every video of a dataset in subprocesses and report the bad files',
                           check_data_parser, check_data_cmd),

@@ -107,7 +107,7 @@ def checked(default, rule) -> Any:
 # %% ../nbs/00_config.ipynb #05da860c
 VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')                # the model's variants (steanet.model)
 FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')   # annotation formats (steanet.data)
-EXPLAIN_METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain
+EXPLAIN_METHODS = ('relevance', 'rollout', 'ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain (relevance, rollout: STEANet only)
 ADAPTER_NAMES = ('s', 't', 'mlp', 'tea', 'sea')                          # steanet.tune's adapter keys
 NAME = text('a name of 1-100 letters, digits, ".", "_" or "-" (no spaces or slashes)', r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 LABEL = text('a label of 1-250 characters (no control characters)', r'[^\x00-\x1f\x7f]{1,250}')
@@ -251,8 +251,8 @@ class TuneConfig:
 @dataclass
 class ExplainConfig:
     "Captum attributions."
-    methods: tuple = checked(('ig', 'saliency', 'temporal'),
-                             items(str, EXPLAIN_METHODS, least=1, most=6, unique=True))  # which maps to compute: the cheap ones by default (occlusion, tokens, smoothgrad on request)
+    methods: tuple = checked(('relevance', 'ig', 'saliency', 'temporal'),
+                             items(str, EXPLAIN_METHODS, least=1, most=8, unique=True))  # which maps to compute: relevance and the cheap Captum ones by default (rollout, occlusion, tokens, smoothgrad on request)
     target: Optional[int] = checked(None, '[0, 100000]')  # class to explain; None: the predicted class
     ig_steps: int = checked(32, '[1, 10000]')    # Integrated Gradients steps
     internal_batch_size: int = checked(8, '[1, 4096]')  # IG internal batch (bounds memory)
