@@ -20,7 +20,6 @@ from .checkpoint import Restored, restore_checkpoint, unwrap
 from .data import VideoRecord, build_dataset
 from .protocol import DataError, resolve_splits   # the one split resolver
 from . import tracking
-from .protocol import DataError, resolve_splits
 from .tracking import Run, csv_text, use_tracking_uri, sqlite_init_lock, TrackingError
 from .runtime import amp_dtype, epoch_batches, make_loader, resolve_device
 
