@@ -15,11 +15,11 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from einops import rearrange
 
-from .config import ExperimentConfig, ConfigError, atomic_write, new_output, project_dir
+from .config import ExperimentConfig, ConfigError, atomic_write, new_output, os_bytes, project_dir, printable
 from .checkpoint import Restored, restore_checkpoint, unwrap
 from .data import VideoRecord, build_dataset
 from .protocol import DataError, resolve_splits   # the one split resolver
-from . import tracking
+from . import inputs, tracking
 from .tracking import Run, csv_text, use_tracking_uri, sqlite_init_lock, TrackingError
 from .runtime import amp_dtype, epoch_batches, make_loader, resolve_device
 
@@ -28,8 +28,8 @@ __all__ = ['EVAL_KEYS', 'READ_KEYS', 'MODEL_NAME', 'ranked_classes', 'classifica
            'forward_views', 'predict_dataset', 'checkpoint_dataset', 'predict_records', 'evaluate', 'video_key',
            'videos_digest', 'log_test_reads', 'top_classes', 'test_predictions', 'eval_checkpoint', 'video_reads',
            'predict_videos', 'prob_columns', 'backbone_file', 'model_artifacts', 'model_signature',
-           'model_requirements', 'predictions_frame', 'check_backbone_file', 'log_model', 'log_run_model',
-           'register_model']
+           'model_requirements', 'predictions_frame', 'check_backbone_file', 'model_example', 'log_model',
+           'log_run_model', 'register_model']
 
 # %% ../nbs/04c_infer.ipynb #019cec4b
 EVAL_KEYS = ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss')   # the metrics a run reports per split
@@ -180,7 +180,7 @@ def video_key(path, root=None) -> str:
 
 def videos_digest(keys: Sequence[str]) -> str:
     "sha256 (hex) of the sorted, newline-joined `keys`: the identity of a set of videos (`steanet.test_videos`)."
-    return hashlib.sha256('\n'.join(sorted(keys)).encode()).hexdigest()
+    return hashlib.sha256(os_bytes('\n'.join(sorted(keys)))).hexdigest()   # a name that is not UTF-8: its own bytes
 
 def log_test_reads(run: Run, run_dir, records, m: dict, root=None) -> str:
     """What the final test read: `test_bad.csv` (key, reason of each video left out; a header alone when none) in
@@ -235,6 +235,7 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     if log:
         m['run_id'] = tracking.log_checkpoint_use(c, r.meta, 'eval', checkpoint, {k: m[k] for k in (*EVAL_KEYS, *READ_KEYS, 'n')},
                                                   preds, r.class_names, m['confusion'])
+        if m['run_id']: inputs.log_inputs(tracking.attach_run(c, m['run_id']), c, {subset: records})  # its MLflow dataset
     if return_predictions: m['predictions'] = preds
     return m
 
@@ -242,7 +243,7 @@ def video_reads(r: Restored, videos: Sequence) -> list:
     """`(probs, error, n_partial)` per video file of a restored checkpoint `r`, read by `predict_records` (the
     checkpoint's test views and crops, autocast, the softmax averaged over the views); a missing or unreadable file
     gives `(None, reason, 0)`. What `predict_videos` and the MLflow model answer."""
-    recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
+    recs = [VideoRecord(os.path.realpath(v), 0, r.class_names[0]) for v in videos]   # a symlink loop: its row's error
     if not recs: return []
     p = predict_records(r, recs)
     got = {i: (q, int(n)) for i, q, n in zip(p['indices'].tolist(), p['probs'], p['partial'].tolist())}
@@ -293,12 +294,15 @@ def model_artifacts(cfg: ExperimentConfig, run_dir) -> dict:
     return arts
 
 def model_signature(class_names: Sequence[str]):
-    "Input: a `video` column of file paths. Output: one row per video with the top `label`, its `prob`, every class's probability and an `error` (empty when the video was read)."
+    """Input (`steanet.serving`): `video_b64` (the file, base64) and/or `video` (its name; a path under the media root
+    when the server has one), both optional per row. Output: one row per input row with the top `label`, its `prob`,
+    every class's probability and an `error` (empty when the video was read)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     out = [ColSpec('string', 'video'), ColSpec('string', 'label'), ColSpec('double', 'prob'),
            *[ColSpec('double', c) for c in prob_columns(class_names)], ColSpec('string', 'error')]
-    return ModelSignature(inputs=Schema([ColSpec('string', 'video')]), outputs=Schema(out))
+    ins = [ColSpec('string', 'video', required=False), ColSpec('string', 'video_b64', required=False)]
+    return ModelSignature(inputs=Schema(ins), outputs=Schema(out))
 
 def model_requirements() -> list:
     "The model's pip requirements, pinned to what is installed (stated, so MLflow does not import the model to infer them)."
@@ -338,21 +342,22 @@ def _model_class():
     class SteanetModel(mlflow.pyfunc.PythonModel):
         """A steanet run as an MLflow `pyfunc` model: `load_context` restores the adapter checkpoint onto its backbone
         (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
-        `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
+        `restore_checkpoint` checks) and reads the serving limits set for this process (`serving.limits_from_env`);
+        `predict` answers each row of `video_b64` bytes or `video` paths under the media root (`serving.serve_rows`)."""
         def load_context(self, context):
             from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
+            from steanet.serving import limits_from_env
+            self.limits = limits_from_env()                     # a bad STEANET_* value fails here, when the server starts
             arts = context.artifacts; bb = arts.get('backbone')
             if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
             self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=skip'], backbone_weights=bb, device='auto',
                                                files=True)   # a file that cannot be read: its row says why
 
         def predict(self, context, model_input, params=None):
-            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-            if 'video' not in df.columns:
-                raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
-            videos = [str(v) for v in df['video']]
-            return predictions_frame(videos, [(p, e) for p, e, _ in video_reads(self.restored, videos)],
-                                     self.restored.class_names)
+            from steanet.serving import serve_rows
+            r = self.restored
+            return serve_rows(model_input, self.limits, lambda paths: [(p, e) for p, e, _ in video_reads(r, paths)],
+                              r.class_names, r.cfg.data.decoder)
         # a DataFrame hint, from which MLflow infers nothing (the logged signature says what goes in and out); without
         # one MLflow prints a note per process. Set as an object: this module's annotations are strings
         predict.__annotations__ = {'model_input': pd.DataFrame}
@@ -368,6 +373,14 @@ def __getattr__(name):
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 # %% ../nbs/04c_infer.ipynb #2b0258c8
+def model_example(video, max_mb: float = 2.0):
+    "The model's input example: one of the run's videos as bytes (`video_b64`, named `example`), or only the name when it is over `max_mb`."
+    if not video: return None
+    from steanet.serving import video_frame
+    import pandas as pd
+    v = Path(video)
+    return video_frame([v], ['example']) if v.stat().st_size <= max_mb * 2 ** 20 else pd.DataFrame({'video': ['example']})
+
 def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, register: Optional[str] = None) -> Optional[str]:
     """Log the run's MLflow Model (`runs:/<id>/model`): `SteanetModel` with `model_artifacts`, `model_signature`, an
     input example (`example_video`, one of the run's videos) and pinned requirements; with `register`, also a new
@@ -377,7 +390,7 @@ def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, regi
     from mlflow.models import Model
     meta = json.loads((Path(run_dir) / 'best.json').read_text())
     use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
+    example = model_example(example_video)
     exp_id = run.client.get_run(run.run_id).info.experiment_id
     with tracking._quiet_mlflow():
         # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)

@@ -110,9 +110,8 @@ class VideoIndex:
             self.by_base[p.stem].append(p)
 
     def _walk(self):
-        for dp, dns, fns in os.walk(self.root, followlinks=True):
-            dns.sort()
-            yield from (Path(dp) / fn for fn in sorted(fns) if Path(fn).suffix.lower() in VIDEO_EXTS)
+        from steanet.data.walk import walk_files   # each folder once: a symlink loop is reported once and skipped
+        yield from walk_files(self.root, VIDEO_EXTS)
 
     def _listed(self):
         self.root = Path(os.path.abspath(self.root))
@@ -317,7 +316,8 @@ def load_mmaction_list(annotations, root, subset='train', split=1, num_classes=N
 _SPLIT_DIRS = {'train': ('train', 'training'), 'val': ('val', 'valid', 'validation'), 'test': ('test', 'testing')}
 
 def _has_videos(d: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in VIDEO_EXTS for p in d.rglob('*'))
+    from steanet.data.walk import walk_files
+    return bool(walk_files(d, VIDEO_EXTS))
 
 def folder_layout(root) -> dict:
     """`{'train', 'val', 'test'}` -> the folder holding that split's `<Class>/` folders (None: the split is absent):
@@ -352,14 +352,17 @@ def load_folder(root, subset='train', resolve=True):
                               f'root/<split>/<Class>/* or use carve_validation(...)')
         raise _absent(sk)(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
                         f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
-    classes = sorted({c.name for d in dirs.values() if d for c in d.iterdir() if c.is_dir() and not c.name.startswith('.')})
+    from steanet.data.walk import LOOP_UP, loop_dir, report_skipped, walk_files
+    loops = [c for d in dirs.values() if d for c in d.iterdir() if loop_dir(c)]   # `root/x -> ..` is no class
+    for c in loops: report_skipped(c, LOOP_UP)
+    classes = sorted({c.name for d in dirs.values() if d for c in d.iterdir() if c.is_dir() and not c.name.startswith('.')
+                      and c not in loops})
     if not classes: raise DataError(f'{root}: no class folders found')
     recs = []
     for i, c in enumerate(classes):
         d = base / c
         if not d.is_dir(): continue
-        for p in sorted(d.rglob('*')):
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTS: recs.append(VideoRecord(str(p), i, c))
+        recs += [VideoRecord(str(p), i, c) for p in sorted(walk_files(d, VIDEO_EXTS))]
     if not recs: raise DataError(f'{base}: no video files ({", ".join(VIDEO_EXTS[:6])}, ...) in the class folders')
     return recs, classes
 

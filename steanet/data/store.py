@@ -283,11 +283,16 @@ def _run_prepare(jobs: list, workers: int, progress: bool, done) -> None:
     ctx, retry = mp.get_context('spawn'), []
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as ex:
         futs = {ex.submit(store.prepare_one, j): j for j in jobs}
-        for f in as_completed(futs):
-            try: res = f.result()
-            except BrokenProcessPool: retry.append(futs[f]); continue
-            except Exception as e: res = {'error': f'worker failed ({type(e).__name__}: {e})'}
-            done(futs[f], res); bar.update(1)
+        try:
+            for f in as_completed(futs):
+                try: res = f.result()
+                except BrokenProcessPool: retry.append(futs[f]); continue
+                except Exception as e: res = {'error': f'worker failed ({type(e).__name__}: {e})'}
+                done(futs[f], res); bar.update(1)
+        except KeyboardInterrupt:   # Ctrl-C / SIGTERM: stop now (the pool would finish every queued video first)
+            ex.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(ex, '_processes', None) or {}).values()): proc.terminate()
+            raise
     for j in retry:
         with ProcessPoolExecutor(1, mp_context=ctx) as ex:
             try: res = ex.submit(store.prepare_one, j).result()
