@@ -178,7 +178,7 @@ class DataConfig:
     decoder: str = checked('auto', ('auto', 'decord', 'pyav'))  # auto (decord, PyAV fallback) | decord | pyav
     decode_threads: int = checked(1, '[0, 64]')  # decoder threads per worker (0: the decoder decides)
     num_workers: int = checked(2, '[0, 256]')    # DataLoader workers
-    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (substitute another, counted) | raise
+    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (counted; training substitutes another, evaluation leaves it out) | raise
     val_fraction: float = checked(0.0, '[0, 1)') # carve a stratified validation split from train (0: none; see train.selection)
     test_fraction: float = checked(0.0, '[0, 0.5)')  # carve a stratified test split from a single list that has none (0: none; seed data.split_seed)
     split_seed: int = checked(0, '[0, 4294967295]')  # seed of every carve-out (test, then validation), independent of train.seed
