@@ -105,7 +105,7 @@ def checked(default, rule) -> Any:
 
 # %% ../nbs/00_config.ipynb #05da860c
 VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')                # the model's variants (steanet.model)
-FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')   # annotation formats (steanet.data)
+FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic', 'store')   # annotation formats (steanet.data); store: the records a prepared store holds
 EXPLAIN_METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain
 ADAPTER_NAMES = ('s', 't', 'mlp', 'tea', 'sea')                          # steanet.tune's adapter keys
 NAME = text('a name of 1-100 letters, digits, ".", "_" or "-" (no spaces or slashes)', r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
@@ -154,7 +154,7 @@ class AdapterConfig:
 class DataConfig:
     "Where the videos are and how clips are read from them."
     dataset: str = checked('ve8', NAME)          # dataset name: the MLflow experiment's default name and the runs/<dataset>/ folder
-    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic
+    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic | store (data.store's own records)
     root: str = checked('data/ve8/videos', PATH) # video root (a run needs it: the folder preset leaves it '' for --set data.root=DIR)
     annotations: str = checked('data/ve8/splits', PATH)  # annotation folder or file (format-dependent); '' = root
     split: int = checked(1, '[1, 100]')          # split number (VE-8 has 1..10)
