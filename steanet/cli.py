@@ -520,6 +520,8 @@ def check_data_parser() -> Parser:
     p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
                    'kept if it exists')
     p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
+    p.add_argument('--store', metavar='DIR', help='verify a prepared store instead (files, sizes, sampled checksums, '
+                   'manifest) and print its per-split and per-class counts; no source is opened')
     return p
 
 def check_data_text(s: dict) -> str:
@@ -532,13 +534,17 @@ def check_data_text(s: dict) -> str:
 
 def check_data_cmd(a) -> Outcome:
     "`steanet check-data`: `check_data` on ROOT, or on the config's records; exit 1 when files are bad."
+    if a.store:                                              # a prepared store: checked without its sources
+        from steanet.data import check_store, check_store_text
+        root = make_config(a.config, a.overrides).data.root if (a.config or a.overrides) else None
+        s = check_store(a.store, root or None)
+        return Outcome(s, check_store_text(s), 0 if s['bad'] == 0 and not s['manifest_problems'] else 1)
     cfg = make_config(a.config, a.overrides) if (a.config or a.overrides or not a.root) else None
     from steanet.data import check_data
     s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
                    frames=a.frames, full=a.full, min_frames=a.min_frames, timeout=a.timeout, report=a.report,
                    progress=progress(a), overwrite=a.overwrite)
     return Outcome(s, check_data_text(s), 0 if s['bad'] == 0 else 1)
-
 
 # %% ../nbs/09_cli.ipynb #0847fa8b
 def prepare_data_parser() -> Parser:
@@ -552,6 +558,10 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
                    help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
+                   help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')
+    p.add_argument('--rebuild-index', action='store_true',
+                   help='rebuild a damaged store.json from the video folders (content-addressed: nothing is decoded again)')
     return p
 
 def prepare_data_cmd(a) -> Outcome:
@@ -559,9 +569,9 @@ def prepare_data_cmd(a) -> Outcome:
     from steanet.data import prepare_data, prepare_text
     say = (lambda s: None) if a.quiet else None
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
-                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+                     format=a.format, quality=a.quality, timeout=a.timeout, rebuild_index=a.rebuild_index,
+                     progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
-
 
 # %% ../nbs/09_cli.ipynb #1510edd1
 def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -630,7 +640,6 @@ def bench_cmd(a) -> Outcome:
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
-
 
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
