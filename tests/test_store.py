@@ -313,3 +313,18 @@ def test_a_damaged_manifest_is_one_line_with_the_rebuild(prepared, tmp_path):
     (bad / 'store.json').write_text((bad / 'store.json').read_text()[:200])
     with pytest.raises(DataError, match='--rebuild-index'):
         load_records(make_config('demo', _overrides(root, bad)), 'train')
+
+
+def test_a_run_logs_the_stores_rates(prepared, tmp_path):
+    "Every run that reads a store logs how it was prepared: store.fps, store.stored_fps, store.source_fps, ..."
+    import mlflow
+    from steanet.train import fit
+    root, store, _ = prepared
+    torch.set_num_threads(1)
+    cfg = make_config('demo', _overrides(root, store, **{'tracking.enabled': 'true', 'tracking.log_model': 'false',
+                                                         'tracking.system_metrics': 'false', 'data.num_workers': 0}))
+    res = fit(cfg, run_dir=tmp_path / 'run', progress=False, test=False)
+    from steanet.tracking import tracking_uri
+    p = mlflow.MlflowClient(tracking_uri(cfg)).get_run(res['run_id']).data.params
+    assert (p['store.fps'], p['store.format'], p['store.version']) == ('every source frame', 'raw', '2'), p
+    assert p['store.source_fps'] == p['store.stored_fps'] and float(p['store.source_fps']) > 0
