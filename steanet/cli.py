@@ -608,7 +608,11 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--long-seconds', type=float, default=60.0)
     p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
                    'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
-    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file); '
+                   'without it, the fixture videos (prepared into --store DIR first)')
+    p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
+                   'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
+                   'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
     return p
 
 def bench_parser() -> Parser:
@@ -632,9 +636,14 @@ def bench_cmd(a) -> Outcome:
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
                               grad_checkpointing=a.grad_checkpointing, threads=a.threads)
         return Outcome(r, bench.bench_model_table(r))
+    if a.prepare:
+        r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
+                                workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
+        return Outcome(r, bench.bench_prepare_table(r))
     if a.store:
-        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
-                              clips=a.clips, batch=a.batch, progress=progress(a))
+        cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
+        r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
+                              fixtures=a.fixtures, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
