@@ -731,7 +731,7 @@ RELEASE_DIFFERENCES = {
     'adapters.variant': "steanet undoes the release's memory reinterpretations (TEA mixes frames, channels and samples; SEA scrambles the patch grid) and drops the last block's dead SEA",
     'adapters.tea_kernel': "the release's TEA convolution has kernel 1 (no temporal context); ours spans 3 frames",
     'adapters.sea_kernel': "the release's SEA convolution has kernel 1 (no spatial context); ours spans 3x3 patches",
-    'data.sampling': 'TSN segments spread the 16 frames over the whole video; dense 16x16 sees 256 consecutive frames (about 10 s at 25 fps)',
+    'data.sampling': "TSN segments spread the 16 frames over the whole video; the release's dense 16x16 is MMAction2 0.x SampleFrames (a 256-frame window, about 10 s at 25 fps; random start in training, truncated evenly spread starts at test, frame 0 for videos shorter than 255 frames; tested against MMAction2's code)",
     'data.num_clips': 'one test view is 10x cheaper; `steanet eval --views 10` gives the release\'s 10 clips',
     'data.test_short_side': 'ours tests at the training scale (short side 256, centre 224 crop); the release resizes to 224 so its crop sees the whole short side',
     'data.scale_range': "ours keeps at least a quarter of the frame in a crop (faces and colour survive); 0.08 is MMAction2's ImageNet default",
