@@ -467,7 +467,7 @@ def _cross_checks(cfg: ExperimentConfig, run: bool):
                               f'({t.global_batch}); the accumulation follows from it')
         if t.global_batch % t.batch_size:
             raise ConfigError(f'train.global_batch={t.global_batch}: must be a multiple of train.batch_size ({t.batch_size})')
-    if run and not d.root.strip():
+    if run and not d.root.strip() and d.format != 'store':         # a store names its sources itself (03g)
         raise ConfigError("data.root='': set it to your videos folder, e.g. --set data.root=/path/to/videos")
 
 def validate_config(cfg: ExperimentConfig, run: bool = False) -> ExperimentConfig:

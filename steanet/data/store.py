@@ -147,8 +147,9 @@ def prepare_one(job: dict) -> dict:
     try:
         if (out / 'meta.json').is_file(): return json.loads((out / 'meta.json').read_text())
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        t0 = time.perf_counter()
         meta = _write_frames(job['path'], tmp, job['format'], job['short_side'], job['fps'], job['quality'])
-        meta['bytes'] = _dir_bytes(tmp)
+        meta.update(bytes=_dir_bytes(tmp), seconds=round(time.perf_counter() - t0, 3))
         atomic_write(tmp / 'meta.json', json.dumps(meta))
         try: os.replace(tmp, out)
         except OSError:                                  # another worker prepared the same content meanwhile
