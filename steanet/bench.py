@@ -352,24 +352,30 @@ def bench_store_table(r: dict) -> str:
 # %% ../nbs/08_bench.ipynb #e5b65bda
 DATASET_HOURS = {'ve8': 1100 * 107 / 3600, 'ek6': 1637 * 107 / 3600}   # source hours (Ek-6: VE-8's mean length assumed)
 
-def bench_prepare(videos=None, *, settings=(('jpeg', 256, None), ('jpeg', 256, 10.0), ('raw', 256, None)),
+def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 90), ('jpeg', 256, None, 75), ('jpeg', 256, 10.0, 90),
+                                            ('jpeg', 224, None, 90), ('raw', 256, None, None)),
                   workers: int = 1, cores: int = 16, progress: bool = True) -> dict:
-    "Preparation rate and store size per (format, short side, fps) setting on `videos` (default: the long set)."
+    "Preparation rate and store size per (format, short side, fps, JPEG quality) setting on `videos` (default: the long set)."
     import shutil, tempfile
     from steanet.data import prepare_data
     videos = [Path(v) for v in (videos or long_bench_videos())]
     recs = [VideoRecord(str(p), 0, 'x') for p in videos]; rows = []
-    for fmt, side, fps in settings:
+    for fmt, side, fps, *q in settings:
+        q = (q[0] if q else None) or 90
         d = Path(tempfile.mkdtemp(prefix='steanet-bench-prep-'))
         try:
-            if progress: print(f'bench prepare: {fmt} short side {side} fps {fps or "all"} ...', file=sys.stderr, flush=True)
+            if progress: print(f'bench prepare: {fmt} q{q} short side {side} fps {fps or "all"} ...', file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            s = prepare_data(records=recs, out=d / 's', short_side=side, fps=fps, format=fmt, workers=workers,
+            s = prepare_data(records=recs, out=d / 's', short_side=side, fps=fps, format=fmt, quality=q, workers=workers,
                              progress=False, say=lambda m: None)
             dt = time.perf_counter() - t0; src_h = s['source_seconds'] / 3600
+            from steanet.data import open_store                       # the decode seconds of each video (no start-up)
+            dec = sum(float(v.get('seconds') or 0) for v in open_store(d / 's').videos.values())
             rate = s['source_seconds'] / dt / max(1, workers)
-            rows.append(dict(format=fmt, short_side=side, fps=fps, videos=s['ok'], source_seconds=s['source_seconds'],
+            rows.append(dict(format=fmt, quality=q if fmt == 'jpeg' else None, short_side=side, fps=fps, videos=s['ok'],
+                             source_seconds=s['source_seconds'],
                              seconds=round(dt, 2), source_s_per_s_per_worker=round(rate, 2),
+                             decode_source_s_per_s=round(s['source_seconds'] / dec, 2) if dec else None,
                              gb_per_source_hour=round(s['size_bytes'] / 1e9 / src_h, 2),
                              **{f'{k}_gb': round(s['size_bytes'] / 1e9 / src_h * h, 1) for k, h in DATASET_HOURS.items()},
                              **{f'{k}_hours_on_{cores}_cores': round(h * 3600 / (rate * cores) / 3600, 2)
@@ -380,9 +386,9 @@ def bench_prepare(videos=None, *, settings=(('jpeg', 256, None), ('jpeg', 256, 1
 def bench_prepare_table(r: dict) -> str:
     "The table `steanet bench data --prepare` prints (Markdown, as in the README)."
     c = r['cores']
-    rows = [f'| format | short side | fps | source s / s / worker | GB / source hour | VE-8 GB | VE-8 h on {c} cores '
-            f'| Ek-6 GB | Ek-6 h on {c} cores |', '|---|---|---|---|---|---|---|---|---|']
-    rows += [f"| {x['format']} | {x['short_side']} | {x['fps'] or 'all'} | {x['source_s_per_s_per_worker']} | "
+    rows = [f'| format | short side | fps | source s / s / worker (wall) | (decoding only) | GB / source hour | VE-8 GB '
+            f'| VE-8 h on {c} cores | Ek-6 GB | Ek-6 h on {c} cores |', '|---|---|---|---|---|---|---|---|---|---|']
+    rows += [f"| {x['format']}{' q%d' % x['quality'] if x.get('quality') else ''} | {x['short_side']} | {x['fps'] or 'all'} | {x['source_s_per_s_per_worker']} | {x['decode_source_s_per_s']} | "
              f"{x['gb_per_source_hour']} | {x['ve8_gb']} | {x[f've8_hours_on_{c}_cores']} | {x['ek6_gb']} | "
              f"{x[f'ek6_hours_on_{c}_cores']} |" for x in r['results']]
     return '\n'.join(rows)
