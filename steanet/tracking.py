@@ -705,6 +705,8 @@ def log_checkpoint_use(cfg: ExperimentConfig, meta: dict, kind: str, checkpoint,
     with sigterm_as_interrupt():           # a SIGTERM while it logs ends the run KILLED, as Ctrl-C does
         try:
             run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
+            from steanet.data.store import store_run_params  # read from a store: how it was prepared (03g)
+            run.log_params(store_run_params(cfg))
             with tempfile.TemporaryDirectory() as d:
                 write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
                 run.log_artifact(Path(d) / f'{kind}_predictions.csv')
