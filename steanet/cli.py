@@ -555,8 +555,9 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--short-side', type=at_least(1), default=None,
                    help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
     p.add_argument('--fps', type=at_least(0, float, strict=True), default=None, help='keep at most this many frames a second (default: every frame)')
-    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
-                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless) | h264 '
+                        '(short-GOP H.264 at the stored size, decoded on the fly: the smallest)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
     p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
                    help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')

@@ -189,10 +189,10 @@ def check_data(dataset=None, *, cfg=None, records=None, workers: int = 2, decode
 # %% ../../nbs/03e_check_data.ipynb #53de8219
 def _check_video(st, key: str, v: dict) -> Optional[str]:
     "Why the stored video of `key` is damaged, or None."
-    from steanet.data.store import sampled_sha256
+    from steanet.data.store import _FRAMES, sampled_sha256
     d = st.root / 'videos' / v['sha256']
     if not (d / 'meta.json').is_file(): return f'video folder {d.name} missing or incomplete'
-    f = d / ('frames.u8' if v['format'] == 'raw' else 'frames.jpg')
+    f = d / _FRAMES.get(v['format'], 'frames.jpg')
     if not f.is_file(): return f'{f.name} missing in {d}'
     want = v.get('sample_sha256')
     if want and sampled_sha256(f) != want: return f'{f.relative_to(st.root)}: checksum differs from the one written at preparation'

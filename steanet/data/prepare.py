@@ -11,7 +11,7 @@ from typing import Optional
 from ..config import DataConfig, ExperimentConfig, atomic_write
 from .records import DataError, NoSplitError, _resolve, has_subset, load_records
 from .video import _target_size
-from .store import (JPEG_RATIO, RAW_AUTO_LIMIT, STORE_FORMATS, STORE_VERSION, _norm, file_sha256,
+from .store import (H264_RATIO, JPEG_RATIO, RAW_AUTO_LIMIT, STORE_FORMATS, STORE_VERSION, _norm, file_sha256,
                                 human_bytes, load_manifest, probe_source, source_key)
 
 # %% auto #0
@@ -80,14 +80,14 @@ def _source_sha(path: str, old: Optional[dict]) -> str:
     return file_sha256(path)
 
 def estimate_bytes(paths, fmt: str, short_side: int, fps: Optional[float], heads: Optional[dict] = None) -> int:
-    "The store's size from the sources' headers (frames x stored height x width x 3; JPEG: / JPEG_RATIO)."
+    "The store's size from the sources' headers (frames x stored height x width x 3; JPEG: / JPEG_RATIO, h264: / H264_RATIO)."
     total = 0
     for p in paths:
         h = heads.get(p) if heads is not None else probe_source(p)
         if not h: continue
         hw = _target_size(h['height'], h['width'], short_side) or (h['height'], h['width'])
         n = h['frames'] * (min(1.0, fps / h['fps']) if (fps and h['fps']) else 1.0)
-        total += int(n * hw[0] * hw[1] * 3 / (JPEG_RATIO if fmt == 'jpeg' else 1))
+        total += int(n * hw[0] * hw[1] * 3 / {'jpeg': JPEG_RATIO, 'h264': H264_RATIO}.get(fmt, 1))
     return total
 
 # %% ../../nbs/03h_prepare.ipynb #b0d2b986

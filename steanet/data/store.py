@@ -17,16 +17,18 @@ from .video import DecodeError, _Reader, _target_size
 from .clips import sample_indices
 
 # %% auto #0
-__all__ = ['STORE_VERSION', 'STORE_FORMATS', 'RAW_AUTO_LIMIT', 'JPEG_RATIO', 'source_key', 'file_sha256', 'sampled_sha256',
-           'human_bytes', 'iter_source_frames', 'probe_source', 'prepare_one', 'StoreReader', 'load_manifest', 'Store',
-           'open_store', 'store_for', 'store_records', 'store_holds', 'source_paths', 'sample_views', 'source_frames',
-           'store_run_params']
+__all__ = ['STORE_VERSION', 'STORE_FORMATS', 'RAW_AUTO_LIMIT', 'JPEG_RATIO', 'H264_RATIO', 'H264_GOP', 'H264_CRF', 'source_key',
+           'file_sha256', 'sampled_sha256', 'human_bytes', 'iter_source_frames', 'probe_source', 'prepare_one',
+           'StoreReader', 'load_manifest', 'Store', 'open_store', 'store_for', 'store_records', 'store_holds',
+           'source_paths', 'sample_views', 'source_frames', 'store_run_params']
 
 # %% ../../nbs/03g_store.ipynb #a1b20005
 STORE_VERSION = 2
-STORE_FORMATS = ('auto', 'jpeg', 'raw')
+STORE_FORMATS = ('auto', 'jpeg', 'raw', 'h264')
 RAW_AUTO_LIMIT = 2 * 2**30      # `auto`: lossless uint8 frames when the whole store would be at most this (2 GiB)
 JPEG_RATIO = 10                 # the estimate of a JPEG store: raw size / 10 (measured 14x at quality 90, 256p frames)
+H264_RATIO = 60                 # the estimate of an h264 store: raw size / 60
+H264_GOP, H264_CRF = 8, 18      # h264 store: a keyframe every 8 frames (a sampled frame decodes <= 7 others), x264 crf 18, 4:4:4
 
 def _norm(path) -> str:
     "A path made absolute (the file itself need not exist any more)."
@@ -118,11 +120,25 @@ def probe_source(path) -> Optional[dict]:
 # %% ../../nbs/03g_store.ipynb #a1b20010
 _FATAL = {28: 'no space left on the device', 27: 'file too large (a file-size limit)', 122: 'disk quota exceeded'}
 
-def _write_frames(path, tmp: Path, fmt: str, short_side, fps, quality: int) -> dict:
-    "Decode `path` once into `tmp/` (raw: `frames.u8`; jpeg: `frames.jpg` + `offsets.npy`); the video's meta."
+_FRAMES = {'raw': 'frames.u8', 'jpeg': 'frames.jpg', 'h264': 'frames.mp4'}
+
+def _write_h264(path, fname: Path, short_side, fps, info: dict) -> tuple:
+    "The frames as a short-GOP H.264 (4:4:4, any size) at the stored size: (frames, (h, w))."
+    from steanet.data.video import write_video
+    got = dict(n=0, hw=None)
+    def frames():
+        for fr in iter_source_frames(path, short_side, fps, info):
+            got['n'] += 1; got['hw'] = got['hw'] or fr.shape[:2]; yield fr
+    try: write_video(fname, frames(), fps=25, crf=H264_CRF, gop=H264_GOP, threads=1, pix_fmt='yuv444p')
+    except ValueError:
+        if got['n'] == 0: raise DecodeError(path, 'zero frames') from None
+        raise
+    return got['n'], got['hw']
+
+def _write_images(path, fname: Path, fmt: str, short_side, fps, quality, info: dict) -> tuple:
+    "raw (uint8 frames) or jpeg (one JPEG per frame) into `fname`: (frames, (h, w), JPEG offsets)."
     import io
-    n, hw, offsets, info = 0, None, [0], {}
-    fname = tmp / ('frames.u8' if fmt == 'raw' else 'frames.jpg')
+    n, hw, offsets = 0, None, [0]
     with open(fname, 'wb') as f:
         for fr in iter_source_frames(path, short_side, fps, info):
             if hw is None: hw = fr.shape[:2]
@@ -132,6 +148,13 @@ def _write_frames(path, tmp: Path, fmt: str, short_side, fps, quality: int) -> d
                 b = io.BytesIO(); Image.fromarray(fr).save(b, 'JPEG', quality=quality); f.write(b.getvalue())
                 offsets.append(offsets[-1] + b.tell())
             n += 1
+    return n, hw, offsets
+
+def _write_frames(path, tmp: Path, fmt: str, short_side, fps, quality: int) -> dict:
+    "Decode `path` once into `tmp/` (raw: `frames.u8`; jpeg: `frames.jpg` + `offsets.npy`; h264: `frames.mp4`); the meta."
+    info, fname = {}, tmp / _FRAMES[fmt]
+    if fmt == 'h264': (n, hw), offsets = _write_h264(path, fname, short_side, fps, info), None
+    else: n, hw, offsets = _write_images(path, fname, fmt, short_side, fps, quality, info)
     if n == 0: raise DecodeError(path, 'zero frames')
     if fmt == 'jpeg': np.save(tmp / 'offsets.npy', np.asarray(offsets, dtype=np.int64))
     if info['step'] != 1.0: np.save(tmp / 'source_index.npy', np.asarray(info['source_index'], dtype=np.int64))
@@ -185,6 +208,11 @@ class StoreReader(_Reader):
             f = self.vdir / 'frames.u8'; want = self.stored * self.height * self.width * 3
             if f.stat().st_size != want: raise ValueError(f'frames.u8 holds {f.stat().st_size} bytes, its meta says {want}')
             self.arr = np.memmap(f, np.uint8, 'r', shape=(self.stored, self.height, self.width, 3))
+        elif self.format == 'h264':
+            from steanet.data.video import PyAVReader
+            self.video = PyAVReader(self.vdir / 'frames.mp4')
+            if self.video.num_frames != self.stored:
+                self.video.close(); raise ValueError(f'frames.mp4 holds {self.video.num_frames} frames, its meta says {self.stored}')
         else:
             self.offsets = np.load(self.vdir / 'offsets.npy'); size = (self.vdir / 'frames.jpg').stat().st_size
             if len(self.offsets) != self.stored + 1 or int(self.offsets[-1]) != size:
@@ -208,7 +236,7 @@ class StoreReader(_Reader):
         self.missing = int((idx >= self.stored).sum()) or (1 if self.meta.get('partial') else 0)
         idx = np.minimum(idx, self.stored - 1)           # a partial source: its missing tail repeats the last frame
         if self.format == 'raw': return np.array(self.arr[idx])
-        try: return self._jpeg(idx)
+        try: return self.video.get(idx) if self.format == 'h264' else self._jpeg(idx)
         except Exception as e:
             raise DecodeError(self.path, f'prepared frames damaged in {self.vdir} ({type(e).__name__}: {str(e)[:100]}); '
                                          f'check it with `steanet check-data --store {self.vdir.parent.parent}`') from None
@@ -226,6 +254,7 @@ class StoreReader(_Reader):
 
     def close(self):
         if getattr(self, 'fd', None) is not None: os.close(self.fd); self.fd = None
+        if getattr(self, 'video', None) is not None: self.video.close(); self.video = None
         self.arr = None
 
 # %% ../../nbs/03g_store.ipynb #a1b20015
