@@ -308,14 +308,14 @@ def bench_data_table(r: dict) -> str:
     return '\n'.join(rows)
 
 # %% ../nbs/08_bench.ipynb #d4ed0bfe
-def _store_records(cfg, store, subset: str, fixtures) -> tuple:
+def _store_records(cfg, store, subset: str, fixtures, fmt: str = 'auto') -> tuple:
     "(records, DataConfig) to time: the config's `subset` videos in the store, or the fixture videos (prepared if needed)."
     from steanet.data import DataError, load_records, prepare_data, store_for
     if cfg is None:
         vs = _bench_sets(fixtures, ('fixtures',), 1, 1.0).get('fixtures')
         if not vs: raise BenchError('bench data --store: no fixture videos here; give --fixtures DIR or --config X')
         recs = [VideoRecord(str(p), 0, 'x') for p in vs]
-        prepare_data(records=recs, out=store, short_side=256, workers=2, progress=False, say=lambda m: None)
+        prepare_data(records=recs, out=store, short_side=256, format=fmt, workers=2, progress=False, say=lambda m: None)
         return recs, DataConfig(num_frames=16, input_size=224, short_side=256, store=str(store), root='')
     dc = dataclasses.replace(cfg.data, store=str(store)); st = store_for(dc)
     recs = [r for r in load_records(dc, subset)[0] if r.path in st]
@@ -323,10 +323,10 @@ def _store_records(cfg, store, subset: str, fixtures) -> tuple:
     return recs, dc
 
 def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
-                store_clips: Optional[int] = None, fixtures=None, progress: bool = True) -> dict:
+                store_clips: Optional[int] = None, fixtures=None, store_format: str = 'auto', progress: bool = True) -> dict:
     "Training-loader clips/s decoding the sources (`raw`) and reading them from the prepared `store`, same settings."
     from steanet.data import store_for
-    recs, dc0 = _store_records(cfg, store, subset, fixtures); st = store_for(dc0)
+    recs, dc0 = _store_records(cfg, store, subset, fixtures, store_format); st = store_for(dc0)
     recs = recs * max(1, (2 * clips) // len(recs))
     out = dict(workers=workers, frames=dc0.num_frames, size=dc0.input_size, short_side=dc0.short_side,
                sampling=dc0.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
@@ -353,7 +353,8 @@ def bench_store_table(r: dict) -> str:
 DATASET_HOURS = {'ve8': 1100 * 107 / 3600, 'ek6': 1637 * 107 / 3600}   # source hours (Ek-6: VE-8's mean length assumed)
 
 def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 90), ('jpeg', 256, None, 75), ('jpeg', 256, 10.0, 90),
-                                            ('jpeg', 224, None, 90), ('raw', 256, None, None)),
+                                            ('jpeg', 224, None, 90), ('raw', 256, None, None), ('h264', 256, None, None),
+                                            ('h264', 256, 10.0, None)),
                   workers: int = 1, cores: int = 16, progress: bool = True) -> dict:
     "Preparation rate and store size per (format, short side, fps, JPEG quality) setting on `videos` (default: the long set)."
     import shutil, tempfile

@@ -611,6 +611,8 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
     p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file); '
                    'without it, the fixture videos (prepared into --store DIR first)')
+    p.add_argument('--store-format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='with --store and no --config: the format the fixture videos are prepared in (default auto)')
     p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
                    'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
                    'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
@@ -644,7 +646,7 @@ def bench_cmd(a) -> Outcome:
     if a.store:
         cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
         r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
-                              fixtures=a.fixtures, progress=progress(a))
+                              fixtures=a.fixtures, store_format=a.store_format, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
