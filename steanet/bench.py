@@ -18,7 +18,7 @@ from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'gemm_flops_per_s', 'bench_variant', 'BenchError', 'bench_device',
+__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant', 'BenchError', 'bench_device',
            'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table',
            'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table']
 
@@ -26,16 +26,28 @@ __all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'gemm_flops_per_s', 'bench_vari
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
-def gemm_flops_per_s(device='cpu', dtype=torch.float32, n: Optional[int] = None, repeats: int = 5) -> float:
-    "FLOP/s of an n x n x n matmul on `device` (median of `repeats`): the ceiling the model's FLOP/s are compared to."
-    device = torch.device(device)
-    n = n or (8192 if device.type == 'cuda' else 1024)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+def _gemm_rate(m: int, k: int, n: int, device, dtype, repeats: int) -> float:
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
     for _ in range(2): a @ b
-    _sync(device); ts = []
+    _sync(device); best = math.inf
     for _ in range(repeats):
-        t = time.perf_counter(); a @ b; _sync(device); ts.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(ts)
+        t = time.perf_counter(); a @ b; _sync(device); best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best
+
+def gemm_peak(device='cpu', dtype=torch.float32, shapes: Sequence[tuple] = (), repeats: int = 5) -> dict:
+    """The GEMM reference: the best FLOP/s over square GEMMs (CPU 1024/2048, CUDA 4096/8192) and `shapes` (m, k, n),
+    each the fastest of `repeats`, at this process's thread count and in `dtype`."""
+    device = torch.device(device)
+    square = (4096, 8192) if device.type == 'cuda' else (1024, 2048)
+    rates = {f'{m}x{k}x{n}': _gemm_rate(m, k, n, device, dtype, repeats) for m, k, n in [(q, q, q) for q in square] + list(shapes)}
+    best = max(rates, key=rates.get)
+    return dict(flops_per_s=rates[best], shape=best, rates=rates, dtype=str(dtype).replace('torch.', ''),
+                threads=torch.get_num_threads() if device.type == 'cpu' else None)
+
+def gemm_flops_per_s(device='cpu', dtype=torch.float32, n: Optional[int] = None, repeats: int = 5) -> float:
+    "FLOP/s of the GEMM reference (`gemm_peak`; `n`: one n x n x n GEMM only)."
+    if n: return _gemm_rate(n, n, n, torch.device(device), dtype, repeats)
+    return gemm_peak(device, dtype, repeats=repeats)['flops_per_s']
 
 class _RssPeak:
     "Peak resident set size (bytes) of this process while the context is open, sampled in a thread."
@@ -65,18 +77,36 @@ def _count_flops(fn) -> int:
     return int(fc.get_total_flops())
 
 # %% ../nbs/08_bench.ipynb #8d95f7fe
+def _saved_for_backward(model, x, y, ctx) -> dict:
+    "Bytes one training forward saves for backward (each storage once, parameters excluded), in total and by part."
+    from steanet.lean import saved_bytes
+    model.zero_grad(set_to_none=True)
+    with saved_bytes([*model.parameters(), *model.buffers()]) as c:
+        with ctx(): loss = F.cross_entropy(model(x), y)
+    del loss
+    return dict(total=c.total, by_part=c.by_part())
+
+def _timed(fn, steps: int, device, cpu: Optional[list] = None) -> list:
+    "Wall seconds of `steps` calls (and, into `cpu`, this process's CPU seconds of each: what other jobs do not inflate)."
+    _sync(device); ts = []
+    for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time(); fn(); _sync(device); ts.append(time.perf_counter() - t)
+        if cpu is not None: cpu.append(time.process_time() - c)
+    return ts
+
 def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                   num_classes=8, steps=3, warmup=1, device='cpu', amp: str = 'off', grad_checkpointing=False,
-                  fast_attention=True) -> dict:
-    "Time one variant's training step and inference; returns clips/s, step times, peak memory, FLOPs."
+                  fast_attention=True, recompute: Optional[str] = None, compile: bool = False) -> dict:
+    "Time one variant's training step and inference; returns clips/s, step times, peak memory, FLOPs, saved bytes."
     from steanet.model import build_model, count_parameters
     device = torch.device(device)
     _release_memory()
     base = torch.cuda.memory_allocated(device) if device.type == 'cuda' else _RssPeak.rss()
     torch.manual_seed(0)
+    extra = {} if recompute is None else dict(recompute=recompute)
     model = build_model(backbone=backbone, pretrained=pretrained, allow_random_backbone=True, num_classes=num_classes,
                         num_frames=frames, variant=variant, image_size=image_size, dropout=0.,
-                        grad_checkpointing=grad_checkpointing, fast_attention=fast_attention).to(device)
+                        grad_checkpointing=grad_checkpointing, fast_attention=fast_attention, **extra).to(device)
     size = tuple(model.visual.image_size)
     x = torch.randn(batch, 3, frames, *size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
@@ -84,14 +114,16 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     ac = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp)
     ctx = (lambda: torch.autocast(device.type, dtype=ac)) if ac else (lambda: torch.autocast(device.type, enabled=False))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == 'fp16')      # fp16 needs loss scaling; bf16 does not
+    run = torch.compile(model) if compile else model
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        with ctx(): loss = F.cross_entropy(model(x), y)
-        loss.backward(); opt.step()
+        with ctx(): loss = F.cross_entropy(run(x), y)
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
 
     def infer():
-        with torch.inference_mode(), ctx(): model(x)
+        with torch.inference_mode(), ctx(): run(x)
 
     def flop_pass():
         model.zero_grad(set_to_none=True)
@@ -100,13 +132,13 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
 
     model.train()
     train_flops = _count_flops(flop_pass)
+    saved = _saved_for_backward(model, x, y, ctx)          # eager: what autograd keeps (compiled graphs keep their own)
     for _ in range(warmup): train_step()
-    _sync(device); ts = []
     peak = _RssPeak() if device.type == 'cpu' else None
     if peak: peak.__enter__()
     else: torch.cuda.reset_peak_memory_stats(device)   # the peak of the timed steps only (model, grads, AdamW state incl.)
-    for _ in range(steps):
-        t = time.perf_counter(); train_step(); _sync(device); ts.append(time.perf_counter() - t)
+    cpu = []
+    ts = _timed(train_step, steps, device, cpu)
     if peak: peak.__exit__(); peak_bytes = peak.peak - base
     else: peak_bytes = torch.cuda.max_memory_allocated(device) - base
     # FLOPs of the forward, counted in train mode: in eval, nn.MultiheadAttention takes a fused fast path whose
@@ -114,16 +146,17 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     with torch.no_grad(): infer_flops = _count_flops(lambda: model(x))
     model.eval()
     for _ in range(warmup): infer()
-    _sync(device); ti = []
-    for _ in range(steps):
-        t = time.perf_counter(); infer(); _sync(device); ti.append(time.perf_counter() - t)
+    ti = _timed(infer, steps, device)
     c = count_parameters(model)
     tr, inf = statistics.median(ts), statistics.median(ti)
     out = dict(train_step_s=tr, infer_step_s=inf, train_clips_per_s=batch / tr, infer_clips_per_s=batch / inf,
-               peak_mem_mb=peak_bytes / 2 ** 20, tunable_params=c['tunable'], total_params=c['total'],
+               train_steps_s=ts, train_cpu_s=statistics.median(cpu), peak_mem_mb=peak_bytes / 2 ** 20, tunable_params=c['tunable'], total_params=c['total'],
                train_flops=train_flops, infer_flops=infer_flops,
-               train_flops_per_s=train_flops / tr, infer_flops_per_s=infer_flops / inf)
-    del model, opt, x, params
+               train_flops_per_s=train_flops / tr, infer_flops_per_s=infer_flops / inf,
+               recompute=getattr(model.visual.transformer.resblocks[0], 'recompute', 'off'),
+               saved_bytes_per_clip=saved['total'] / batch,
+               saved_by_part=({k: v / batch for k, v in saved['by_part'].items()}))
+    del model, run, opt, x, params
     _release_memory()
     return out
 
@@ -148,10 +181,19 @@ def check_counts(**counts) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise BenchError(f'--{k.replace("_", "-")} {v!r}: must be an integer >= {lo}')
 
+def _model_gemm_shapes(backbone: str, image_size, frames: int, batch: int) -> list:
+    "The model's widest GEMM (tokens x width x 4 width, the MLP's c_fc), for the GEMM reference."
+    import open_clip
+    v = (open_clip.get_model_config(backbone) or {}).get('vision_cfg') or {}
+    if not isinstance(v.get('width'), int) or not isinstance(v.get('patch_size'), int): return []
+    size = image_size or v.get('image_size', 224); size = size if isinstance(size, int) else size[0]
+    tokens = batch * frames * (1 + (size // v['patch_size']) ** 2)
+    return [(tokens, v['width'], int(v['width'] * v.get('mlp_ratio', 4.0)))]
+
 def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                 variants: Sequence[str] = ('official', 'steanet'), steps: Optional[int] = None,
                 warmup: Optional[int] = None, device='auto', amp='off', grad_checkpointing=False,
-                threads: Optional[int] = None) -> dict:
+                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False) -> dict:
     "Benchmark `variants` (default official vs steanet); the dict `steanet bench model --json` prints."
     from steanet.model import VARIANTS
     check_counts(frames=(frames, 1), batch=(batch, 1), image_size=(image_size, 1), steps=(steps, 1),
@@ -161,41 +203,58 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     dev = bench_device(device)
     if steps is None: steps = 10 if dev.type == 'cuda' else 2
     if warmup is None: warmup = 3 if dev.type == 'cuda' else 0
+    from steanet.lean import RECOMPUTE
+    if recompute is not None and recompute not in RECOMPUTE:
+        raise BenchError(f'--recompute {recompute!r}: one of {", ".join(RECOMPUTE)}')
     if threads: torch.set_num_threads(threads)
     dt = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp, torch.float32)
-    gemm = gemm_flops_per_s(dev, dt)
+    ref = gemm_peak(dev, dt, shapes=_model_gemm_shapes(backbone, image_size, frames, batch))
+    gemm = ref['flops_per_s']
     res = dict(device=(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'),
                backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size, amp=amp,
                grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, torch=torch.__version__,
-               gemm_flops_per_s=gemm, variants={})
+               gemm_flops_per_s=gemm, gemm_reference=ref, recompute=recompute, compile=compile, variants={})
     for v in variants:
         r = bench_variant(v, backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size,
-                          steps=steps, warmup=warmup, device=dev, amp=amp, grad_checkpointing=grad_checkpointing)
+                          steps=steps, warmup=warmup, device=dev, amp=amp, grad_checkpointing=grad_checkpointing,
+                          recompute=recompute, compile=compile)
         r['train_gemm_fraction'] = r['train_flops_per_s'] / gemm
+        r['train_vs_gemm_bound'] = r['train_step_s'] / (r['train_flops'] / gemm)   # >= 1: x slower than GEMM speed
         r['infer_gemm_fraction'] = r['infer_flops_per_s'] / gemm
         res['variants'][v] = r
     if {'official', 'steanet'} <= set(res['variants']):
         o, s = res['variants']['official'], res['variants']['steanet']
         res['steanet_vs_official'] = dict(train_speedup=s['train_clips_per_s'] / o['train_clips_per_s'],
                                           infer_speedup=s['infer_clips_per_s'] / o['infer_clips_per_s'],
-                                          peak_mem_ratio=s['peak_mem_mb'] / o['peak_mem_mb'] if o['peak_mem_mb'] > 0 else None)
+                                          train_cpu_speedup=o['train_cpu_s'] / s['train_cpu_s'],
+                                          peak_mem_ratio=s['peak_mem_mb'] / o['peak_mem_mb'] if o['peak_mem_mb'] > 0 else None,
+                                          saved_bytes_ratio=s['saved_bytes_per_clip'] / o['saved_bytes_per_clip'])
     return res
 
 # %% ../nbs/08_bench.ipynb #8992e274
 def bench_model_table(r: dict) -> str:
-    "The text `steanet bench model` prints: one row per variant, then steanet vs official."
-    out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; "
-           f"GEMM ceiling {r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s",
-           f"{'variant':<13}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>10}{'tunable':>13}"
-           f"{'train GFLOP':>12}{'train %gemm':>12}{'infer %gemm':>12}"]
+    "The text `steanet bench model` prints: one row per variant, steanet vs official, then saved bytes by block part."
+    g = r.get('gemm_reference') or {}
+    out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; GEMM reference "
+           f"{r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({g.get('shape', '?')}, {g.get('dtype', '?')}"
+           + (f", {g['threads']} threads)" if g.get('threads') else ')'),
+           f"{'variant':<13}{'recompute':>10}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>9}{'saved MB/clip':>14}"
+           f"{'tunable':>12}{'train GFLOP':>12}{'train %gemm':>12}{'x gemm bound':>13}"]
     for v, s in r['variants'].items():
-        out.append(f"{v:<13}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}{s['peak_mem_mb']:>10.0f}"
-                   f"{s['tunable_params']:>13,}{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%"
-                   f"{100 * s['infer_gemm_fraction']:>11.1f}%")
+        out.append(f"{v:<13}{s.get('recompute', 'off'):>10}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}"
+                   f"{s['peak_mem_mb']:>9.0f}{s['saved_bytes_per_clip'] / 2 ** 20:>14.0f}{s['tunable_params']:>12,}"
+                   f"{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%{s['train_vs_gemm_bound']:>12.2f}x")
     if 'steanet_vs_official' in r:
         c = r['steanet_vs_official']
         pm = f"{c['peak_mem_ratio']:.2f}x" if c['peak_mem_ratio'] is not None else 'n/a'
-        out.append(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, peak memory {pm}")
+        out.append(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, "
+                   f"saved for backward {c['saved_bytes_ratio']:.2f}x, peak memory {pm}")
+    parts = sorted({k for s in r['variants'].values() for k in s['saved_by_part']},
+                   key=lambda k: -max(s['saved_by_part'].get(k, 0) for s in r['variants'].values()))
+    out.append('saved for backward per clip by block part (MB):')
+    out.append(f"{'part':<18}" + ''.join(f'{v:>13}' for v in r['variants']))
+    for k in parts:
+        out.append(f'{k:<18}' + ''.join(f"{s['saved_by_part'].get(k, 0) / 2 ** 20:>13.1f}" for s in r['variants'].values()))
     return '\n'.join(out)
 
 # %% ../nbs/08_bench.ipynb #6a428e44

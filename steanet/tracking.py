@@ -11,17 +11,15 @@ from typing import Iterable, Optional, Sequence
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
 from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, flatten_config, one_line,
-                            project_dir, redact)
+                            os_bytes, printable, project_dir, redact, user_cache_dir)
 
 # %% auto #0
-__all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
-           'check_tracking', 'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run',
-           'start_system_metrics', 'stop_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead',
-           'close_dead_runs', 'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure',
-           'curves_figure', 'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step',
-           'log_epoch', 'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
-           'model_signature', 'model_requirements', 'video_probabilities', 'predictions_frame', 'check_backbone_file',
-           'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
+__all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking',
+           'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics',
+           'stop_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs',
+           'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure',
+           'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch',
+           'log_test', 'log_run_end', 'log_run_error', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
 EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
@@ -80,6 +78,7 @@ def _check_folder(uri: str):
     "The folder of a sqlite or file store (created if missing)."
     if uri.startswith('sqlite:'):
         p = uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else ''
+        p = p.partition('?')[0]                  # the database file: a query (`?password=...`) is no part of it
         if p in ('', ':memory:'): return
         Path(p).parent.mkdir(parents=True, exist_ok=True)
     else: Path(uri[len('file://'):] if uri.startswith('file://') else uri.removeprefix('file:')).mkdir(parents=True, exist_ok=True)
@@ -105,6 +104,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
+# MLflow's own '🏃 View run <name> at: <server URL>' lines (printed for an HTTP store) would show the URL's password;
+# steanet prints its own run line, redacted. (`redacted_output` masks them too, should this variable be set to false.)
+os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
+
 def use_tracking_uri(uri: str):
     """Point MLflow's fluent API (`mlflow.pyfunc`, `mlflow.models`) at `uri` without leaving it in `$MLFLOW_TRACKING_URI`
     (`mlflow.set_tracking_uri` writes the variable), so one run's store never becomes the default of the next."""
@@ -126,7 +129,9 @@ def sqlite_init_lock(url: str):
     opening a fresh Optuna or MLflow store at once do not race (alembic would fail in all but one). No-op otherwise."""
     if not url.startswith('sqlite:///') or url.endswith(':memory:'): yield; return
     import fcntl
-    lock = Path(url[len('sqlite:///'):] + '.init.lock').resolve()
+    db = url[len('sqlite:///'):].partition('?')[0]   # the database file, never the URL: a query may hold a password
+    if db in ('', ':memory:'): yield; return
+    lock = Path(db + '.init.lock').resolve()
     if lock in _HELD_LOCKS: yield; return  # re-entrant within a process (flock would block on a second open)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, 'a') as f:
@@ -142,7 +147,7 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
     for name in ('mlflow.store.db.utils', 'alembic.runtime.migration'):   # a fresh store's schema notes: not the user's concern
         logging.getLogger(name).setLevel(logging.WARNING)
     use_tracking_uri(uri)
-    name = experiment or cfg.tracking.experiment or cfg.data.dataset
+    name = redact(experiment or cfg.tracking.experiment or cfg.data.dataset)   # a name is stored and shown: no secret in it
     try:
         with sqlite_init_lock(uri):  # the first touch creates/migrates a fresh sqlite store: one process at a time
             client = _client(uri)
@@ -195,7 +200,7 @@ class Run:
     def log_artifact(self, path, artifact_path: Optional[str] = None):
         if self.active: self.client.log_artifact(self.run_id, str(path), artifact_path)
     def log_text(self, text: str, artifact_file: str):
-        if self.active: self.client.log_text(self.run_id, text, artifact_file)
+        if self.active: self.client.log_text(self.run_id, printable(redact(text)), artifact_file)
     def log_figure(self, fig, artifact_file: str):
         if self.active: self.client.log_figure(self.run_id, fig, artifact_file)
     def end(self, status: str = 'FINISHED'):
@@ -209,13 +214,14 @@ class Run:
         if not self.active: return None
         if self.uri and self.uri.startswith('http'):
             exp = self.client.get_run(self.run_id).info.experiment_id
-            return f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}'
+            return redact(f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}')
         return None
 
 def _param_str(v) -> str:
-    "A param or tag value as MLflow stores it: text, credentials masked (`redact`), at most 6000 characters."
+    """A param or tag value as MLflow stores it: text, credentials masked (`redact`), a file name that is not UTF-8 shown
+    as `printable`, at most 6000 characters."""
     if isinstance(v, (list, tuple)): v = ','.join(map(str, v))
-    s = redact(str(v))
+    s = printable(redact(str(v)))
     return s if len(s) <= 6000 else s[:5997] + '...'
 
 def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_run_id: Optional[str] = None,
@@ -236,7 +242,7 @@ def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_r
     t = {**(tags or {}), OWNER_TAG: json.dumps(worker_info())}
     if parent_run_id: t['mlflow.parentRunId'] = parent_run_id
     name = run_name or cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
-    r = client.create_run(exp_id, run_name=name, tags={k: _param_str(v) for k, v in t.items()})
+    r = client.create_run(exp_id, run_name=_param_str(name), tags={k: _param_str(v) for k, v in t.items()})
     return start_system_metrics(Run(client, r.info.run_id, uri, owned=True), cfg)
 
 def start_system_metrics(run: Run, cfg: ExperimentConfig, resume: bool = False) -> Run:
@@ -327,14 +333,15 @@ def close_dead_runs(client, experiment_id: str) -> list:
     return closed
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    "Within the block SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does (the main thread only; elsewhere a no-op)."
-    def handler(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
-    try: old = signal.signal(signal.SIGTERM, handler)
-    except ValueError: old = None  # not the main thread
+def sigterm_as_interrupt(signals: tuple = (signal.SIGTERM,)):
+    """Within the block SIGTERM (and any other of `signals`, e.g. SIGINT to name it) raises `KeyboardInterrupt`
+    ('SIGTERM: interrupted'), as Ctrl-C does (the main thread only; elsewhere a no-op)."""
+    def handler(signum, frame): raise KeyboardInterrupt(f'{signal.Signals(signum).name}: interrupted')
+    try: old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError: old = {}  # not the main thread
     try: yield
     finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)
+        for s, h in old.items(): signal.signal(s, h)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
 def git_commit(path=None) -> Optional[str]:
@@ -351,7 +358,7 @@ def git_commit(path=None) -> Optional[str]:
 def records_hash(records: Iterable) -> str:
     "sha256 (16 hex) over the (path, label) pairs of a record list: two runs on the same data share it."
     h = hashlib.sha256()
-    for r in records: h.update(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'.encode())
+    for r in records: h.update(os_bytes(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'))   # a name's own bytes
     return h.hexdigest()[:16]
 
 def run_identity(records: Iterable) -> dict:
@@ -411,7 +418,7 @@ def csv_text(header: Sequence, rows: Iterable[Sequence]) -> str:
     return buf.getvalue()
 
 def write_predictions_csv(path, predictions: Sequence[dict]) -> Path:
-    """One row per video and rank of `predictions` as `steanet.train.predict_videos` returns them (`video`, `top`:
+    """One row per video and rank of `predictions` as `steanet.infer.predict_videos` returns them (`video`, `top`:
     `[{'class', 'prob'}]`, `error`), with `label` / `true_class` columns when they carry the true class (the test
     split); a video that failed gets one row with its error. Written atomically."""
     labelled = any('label' in p for p in predictions)
@@ -457,17 +464,15 @@ def log_test(run: Run, run_dir, metrics: dict, confusion, predictions: Sequence[
     write_predictions_csv(d / 'test_predictions.csv', predictions)
     for f in ('confusion.png', 'per_class.csv', 'test_predictions.csv'): run.log_artifact(d / f)
 
-def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float,
-                example_video=None):
-    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the
-    run's MLflow Model if `tracking.log_model` (`log_model`, with `example_video` as its input example; registered
-    as `tracking.register` when set), the total time; then FINISHED (a caller's run stays open)."""
+def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float):
+    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the total
+    time; then FINISHED (a caller's run stays open). The run's MLflow Model is logged before, by
+    `steanet.infer.log_run_model` (the model's class lives with the inference it runs)."""
     d = Path(run_dir)
     if history:
         curves_figure(history).savefig(d / 'curves.png'); run.log_artifact(d / 'curves.png')
     if cfg.tracking.log_checkpoint:
         for f in ('best.safetensors', 'best.json'): run.log_artifact(d / f, 'checkpoint')
-    if cfg.tracking.log_model: log_model(run, cfg, d, example_video, cfg.tracking.register)
     run.log_metrics({'perf/total_s': seconds}, step=cfg.train.epochs, flush=True)
     run.end('FINISHED')
 
@@ -482,122 +487,6 @@ def log_run_error(run: Run, error: BaseException, stopped: bool = False):
     try:
         run.set_tags(tags); run.end('FAILED' if status == 'FAILED' else 'KILLED')
     except Exception as e: warnings.warn(f'MLflow run {run.run_id}: could not record how it ended ({e})')
-
-# %% ../nbs/04_tracking.ipynb #e14a0002
-MODEL_NAME = 'model'                 # the artifact name of a run's MLflow Model: runs:/<id>/model
-
-def prob_columns(class_names: Sequence[str]) -> list:
-    "The output columns of the per-class probabilities: `prob_<class>`, in the checkpoint's class order."
-    return [f'prob_{c}' for c in class_names]
-
-def backbone_file(cfg: ExperimentConfig) -> Optional[Path]:
-    "The local weights file `cfg.backbone.pretrained` names, or None (an open_clip tag, or a random backbone)."
-    ref = cfg.backbone.pretrained
-    return Path(ref).resolve() if ref and Path(ref).is_file() else None
-
-def model_artifacts(cfg: ExperimentConfig, run_dir) -> dict:
-    """What the model carries: the adapter checkpoint (`best.safetensors` + `best.json`), the run's `config.yaml`, and,
-    when `tracking.log_backbone` and the file is at most `tracking.backbone_max_mb`, the backbone weights file."""
-    d = Path(run_dir)
-    arts = {'adapters': str(d / 'best.safetensors'), 'adapters_json': str(d / 'best.json'), 'config': str(d / 'config.yaml')}
-    f = backbone_file(cfg)
-    if f is not None and cfg.tracking.log_backbone and f.stat().st_size <= cfg.tracking.backbone_max_mb * 2 ** 20:
-        arts['backbone'] = str(f)
-    return arts
-
-def model_signature(class_names: Sequence[str]):
-    "Input: a `video` column of file paths. Output: one row per video with the top `label`, its `prob`, every class's probability and an `error` (empty when the video was read)."
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    out = [ColSpec('string', 'video'), ColSpec('string', 'label'), ColSpec('double', 'prob'),
-           *[ColSpec('double', c) for c in prob_columns(class_names)], ColSpec('string', 'error')]
-    return ModelSignature(inputs=Schema([ColSpec('string', 'video')]), outputs=Schema(out))
-
-def model_requirements() -> list:
-    "The model's pip requirements, pinned to what is installed (stated, so MLflow does not import the model to infer them)."
-    from importlib.metadata import PackageNotFoundError, version
-    out = []
-    for name in ('mlflow', 'torch', 'torchvision', 'open_clip_torch', 'einops', 'safetensors', 'decord', 'av', 'pandas', 'numpy', 'pyyaml'):
-        try: out.append(f'{name}=={version(name)}')
-        except PackageNotFoundError: pass
-    return out
-
-# %% ../nbs/04_tracking.ipynb #e14a0004
-def video_probabilities(r, videos: Sequence) -> list:
-    """`(probs, error)` per video of a restored checkpoint `r` (`steanet.checkpoint.Restored`): the clips read as
-    `steanet predict` reads them (the checkpoint's test views and crops), the softmax averaged over the views; a
-    missing or unreadable file gives `(None, 'Type: message')`."""
-    import torch
-    from einops import rearrange
-    from steanet.data import VideoRecord, build_dataset
-    recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
-    ds = build_dataset(r.cfg, 'test', records=recs, train=False, mean=r.mean, std=r.std)
-    dev = next(r.model.parameters()).device; out = []
-    for i, v in enumerate(videos):
-        try:
-            if not Path(v).exists(): raise FileNotFoundError(f'{v}: no such file')
-            x = ds[i]['video']
-            if x.ndim == 4: x = rearrange(x, 'c t h w -> 1 c t h w')   # one view; else (views, C, T, H, W)
-            with torch.no_grad(): p = r.model(x.to(dev)).float().softmax(-1).mean(0).cpu()
-            out.append((p, None))
-        except Exception as e: out.append((None, f'{type(e).__name__}: {e}'))
-    return out
-
-def predictions_frame(videos: Sequence, probs: Sequence, class_names: Sequence[str]):
-    "The model's output: a DataFrame with one row per video (see `model_signature`)."
-    import pandas as pd
-    cols = prob_columns(class_names); rows = []
-    for v, (p, err) in zip(videos, probs):
-        if p is None: rows.append({'video': str(v), 'label': '', 'prob': float('nan'), **{c: float('nan') for c in cols}, 'error': err})
-        else:
-            j = int(p.argmax())
-            rows.append({'video': str(v), 'label': class_names[j], 'prob': float(p[j]),
-                         **{c: float(q) for c, q in zip(cols, p.tolist())}, 'error': ''})
-    return pd.DataFrame(rows, columns=['video', 'label', 'prob', *cols, 'error'])
-
-def check_backbone_file(path, meta: dict) -> None:
-    "Refuse a backbone weights file whose sha256 is not the one the checkpoint JSON `meta` recorded."
-    from steanet.checkpoint import CheckpointError
-    from steanet.model import file_sha256
-    want, got = (meta.get('backbone') or {}).get('sha256'), file_sha256(path)
-    if want and got != want:
-        raise CheckpointError(f'{path}: backbone sha256 {got[:16]}.. differs from the {want[:16]}.. this model was '
-                              f'trained on; log the model again with the right weights (or restore that file)')
-
-def _model_class():
-    "`SteanetModel`, built on first use: importing `mlflow.pyfunc` costs seconds that most users of this room do not need."
-    import mlflow.pyfunc, pandas as pd
-
-    class SteanetModel(mlflow.pyfunc.PythonModel):
-        """A steanet run as an MLflow `pyfunc` model: `load_context` restores the adapter checkpoint onto its backbone
-        (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
-        `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
-        def load_context(self, context):
-            from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
-            arts = context.artifacts; bb = arts.get('backbone')
-            if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
-            self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto',
-                                               files=True)
-
-        def predict(self, context, model_input, params=None):
-            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-            if 'video' not in df.columns:
-                raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
-            videos = [str(v) for v in df['video']]
-            return predictions_frame(videos, video_probabilities(self.restored, videos), self.restored.class_names)
-        # a DataFrame hint, from which MLflow infers nothing (the logged signature says what goes in and out); without
-        # one MLflow prints a note per process. Set as an object: this module's annotations are strings
-        predict.__annotations__ = {'model_input': pd.DataFrame}
-
-    SteanetModel.__module__, SteanetModel.__qualname__ = 'steanet.tracking', 'SteanetModel'
-    return SteanetModel
-
-def __getattr__(name):
-    "`steanet.tracking.SteanetModel` (so pickles of the model name it by module and name, and it is built once)."
-    if name == 'SteanetModel':
-        cls = globals()['SteanetModel'] = _model_class()
-        return cls
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 # %% ../nbs/04_tracking.ipynb #e14a0006
 @contextlib.contextmanager
@@ -617,42 +506,6 @@ def _quiet_mlflow():
         if saved is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
         else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = saved
 
-def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, register: Optional[str] = None) -> Optional[str]:
-    """Log the run's MLflow Model (`runs:/<id>/model`): `SteanetModel` with `model_artifacts`, `model_signature`, an
-    input example (`example_video`, one of the run's videos) and pinned requirements; with `register`, also a new
-    version of that registered model. Returns the model URI (None when the run is not tracked)."""
-    if not run.active: return None
-    import mlflow, pandas as pd
-    from mlflow.models import Model
-    meta = json.loads((Path(run_dir) / 'best.json').read_text())
-    use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
-    exp_id = run.client.get_run(run.run_id).info.experiment_id
-    with _quiet_mlflow():
-        # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)
-        lm = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run.run_id, experiment_id=exp_id,
-                                            params=run.client.get_run(run.run_id).data.params)
-        Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run.run_id, model_id=lm.model_id,
-                  python_model=__getattr__('SteanetModel')(), artifacts=model_artifacts(cfg, run_dir),
-                  signature=model_signature(meta['class_names']), input_example=example,
-                  pip_requirements=model_requirements(),
-                  metadata={'steanet_backbone': meta['backbone'], 'steanet_variant': meta['variant']})
-    run.set_tags({'steanet.model_uri': f'runs:/{run.run_id}/{MODEL_NAME}'})
-    if register: register_model(run, register)
-    return f'runs:/{run.run_id}/{MODEL_NAME}'
-
-def register_model(run: Run, name: str) -> str:
-    "Register `runs:/<id>/model` of `run` as a new version of `name`; returns `models:/<name>/<version>`."
-    import mlflow
-    use_tracking_uri(run.uri)
-    try:
-        with sqlite_init_lock(run.uri): v = mlflow.register_model(f'runs:/{run.run_id}/{MODEL_NAME}', name)
-    except Exception as e:
-        raise TrackingError(f'MLflow registry of {run.uri}: cannot register run {run.run_id} as {name!r} '
-                            f'({type(e).__name__}: {str(e)[:300]})') from None
-    run.set_tags({'steanet.registered_model': f'models:/{name}/{v.version}'})
-    return f'models:/{name}/{v.version}'
-
 # %% ../nbs/04_tracking.ipynb #e14a0008
 def is_model_uri(ref) -> bool:
     "Whether a `--checkpoint` value is an MLflow model URI (`models:/NAME/<version|alias>`, `runs:/<id>/model`)."
@@ -660,8 +513,10 @@ def is_model_uri(ref) -> bool:
 
 def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optional[ExperimentConfig] = None) -> tuple:
     """`(checkpoint, backbone_weights)` for eval, predict and explain: a run folder or file is returned as it is; an
-    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
-    adapter checkpoint, and for its backbone file when the model carries one (unless `backbone_weights` is given)."""
+    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is
+    downloaded (MLflow's artifact download, into a fresh folder of the private per-user cache, `user_cache_dir('models')`)
+    and stands for its adapter checkpoint, and for its backbone file when the model carries one whose sha256 is the one
+    the checkpoint names (unless `backbone_weights` is given)."""
     if not is_model_uri(ref): return ref, backbone_weights
     import mlflow, re
     m = re.fullmatch(r'models:/([^/@]+)/([^/]+)', ref)
@@ -669,8 +524,10 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
         ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
     from steanet.checkpoint import CheckpointError
     uri = tracking_uri(cfg); check_tracking(uri); use_tracking_uri(uri)
-    dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
-    dst.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]      # a hash: no folder is named after a URL
+    dst = Path(tempfile.mkdtemp(prefix=f'{key}-', dir=user_cache_dir('models')))   # fresh, 0700: nothing placed there is read
+    for old in dst.parent.glob(f'{key}-*'):                             # earlier downloads of this model, a day old
+        if old != dst and time.time() - old.stat().st_mtime > 86400: __import__('shutil').rmtree(old, ignore_errors=True)
     try:
         with sqlite_init_lock(uri), _quiet_mlflow():
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
@@ -679,8 +536,21 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
                               f'check the name/version/alias or run id, and MLFLOW_TRACKING_URI') from None
     st = local / 'artifacts' / 'best.safetensors'
     if not st.is_file(): raise CheckpointError(f'{ref}: not a steanet model (no artifacts/best.safetensors in it)')
-    bb = [p for p in (local / 'artifacts').iterdir() if p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
-    return str(st), backbone_weights or (str(bb[0]) if bb else None)
+    if backbone_weights: return str(st), backbone_weights
+    return str(st), _named_backbone(ref, st)
+
+def _named_backbone(ref: str, st: Path) -> Optional[str]:
+    "The backbone file a downloaded model carries, adopted only when its sha256 is the one its checkpoint names."
+    from steanet.checkpoint import CheckpointError, read_checkpoint_meta
+    from steanet.model import file_sha256
+    bb = [p for p in st.parent.iterdir() if p.is_file() and p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
+    if not bb: return None
+    want = (read_checkpoint_meta(st)[1].get('backbone') or {}).get('sha256')
+    ok = [p for p in bb if want and file_sha256(p) == want]
+    if not ok:
+        raise CheckpointError(f'{ref}: the backbone weights it carries ({", ".join(p.name for p in bb)}) are not the ones '
+                              f'its checkpoint names (sha256 {want}); pass --backbone-weights PATH to the right file')
+    return str(ok[0])
 
 # %% ../nbs/04_tracking.ipynb #e14a000a
 def _trained_run(client, meta: dict) -> Optional[str]:

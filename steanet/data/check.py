@@ -133,14 +133,10 @@ def scan_videos(root) -> tuple:
     if not root.is_dir(): raise DataError(f'{root}: dataset folder not found')
     split_names = {n for ns in _SPLIT_DIRS.values() for n in ns} | {'videos'}
     found = []
-    for dp, dns, fns in os.walk(root, followlinks=True):
-        dns.sort()
-        for fn in sorted(fns):
-            p = Path(dp) / fn
-            if p.suffix.lower() not in VIDEO_EXTS: continue
-            parts = p.relative_to(root).parts[:-1]
-            parts = [q for q in parts if q.lower() not in split_names]
-            found.append((p, parts[-1] if parts else ''))
+    from steanet.data.walk import walk_files   # each folder once: a symlink loop is reported once and skipped
+    for p in walk_files(root, VIDEO_EXTS):
+        parts = [q for q in p.relative_to(root).parts[:-1] if q.lower() not in split_names]
+        found.append((p, parts[-1] if parts else ''))
     classes = sorted({c for _, c in found if c})
     return [VideoRecord(str(p), classes.index(c) if c else -1, c) for p, c in found], classes
 
@@ -152,9 +148,13 @@ def _records_to_check(dataset, cfg, records) -> tuple:
     records, seen, classes = [], set(), []
     for sub in ('train', 'val', 'test'):
         if has_subset(cfg, sub) is False or (sub == 'val' and not has_subset(cfg, sub)): continue   # class folders: what is there
+        from steanet.data.records import NoSplitError
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            rs, classes = load_records(cfg, sub)
+            try: rs, classes = load_records(cfg, sub)
+            except NoSplitError:                          # ONE list (issue 20): its videos are all in its train split
+                if sub == 'train': raise
+                continue
         records += [r for r in rs if r.path not in seen]; seen.update(r.path for r in rs)
     return records, classes
 
