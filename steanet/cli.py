@@ -543,6 +543,8 @@ def check_data_parser() -> Parser:
     p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
                    'kept if it exists')
     p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
+    p.add_argument('--store', metavar='DIR', help='verify a prepared store instead (files, sizes, sampled checksums, '
+                   'manifest) and print its per-split and per-class counts; no source is opened')
     return p
 
 def check_data_text(s: dict) -> str:
@@ -555,6 +557,11 @@ def check_data_text(s: dict) -> str:
 
 def check_data_cmd(a) -> Outcome:
     "`steanet check-data`: `check_data` on ROOT, or on the config's records; exit 1 when files are bad."
+    if a.store:                                              # a prepared store: checked without its sources
+        from steanet.data import check_store, check_store_text
+        root = make_config(a.config, a.overrides).data.root if (a.config or a.overrides) else None
+        s = check_store(a.store, root or None)
+        return Outcome(s, check_store_text(s), 0 if s['bad'] == 0 and not s['manifest_problems'] else 1)
     cfg = make_config(a.config, a.overrides) if (a.config or a.overrides or not a.root) else None
     from steanet.data import check_data
     s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
@@ -571,9 +578,14 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--short-side', type=at_least(1), default=None,
                    help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
     p.add_argument('--fps', type=at_least(0, float, strict=True), default=None, help='keep at most this many frames a second (default: every frame)')
-    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
-                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless) | h264 '
+                        '(short-GOP H.264 at the stored size, decoded on the fly: the smallest)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
+                   help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')
+    p.add_argument('--rebuild-index', action='store_true',
+                   help='rebuild a damaged store.json from the video folders (content-addressed: nothing is decoded again)')
     return p
 
 def prepare_data_cmd(a) -> Outcome:
@@ -581,7 +593,8 @@ def prepare_data_cmd(a) -> Outcome:
     from steanet.data import prepare_data, prepare_text
     say = (lambda s: None) if a.quiet else None
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
-                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+                     format=a.format, quality=a.quality, timeout=a.timeout, rebuild_index=a.rebuild_index,
+                     progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
 
 # %% ../nbs/09_cli.ipynb #1510edd1
@@ -622,7 +635,13 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--long-seconds', type=float, default=60.0)
     p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
                    'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
-    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file); '
+                   'without it, the fixture videos (prepared into --store DIR first)')
+    p.add_argument('--store-format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='with --store and no --config: the format the fixture videos are prepared in (default auto)')
+    p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
+                   'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
+                   'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
     return p
 
 def bench_parser() -> Parser:
@@ -647,9 +666,14 @@ def bench_cmd(a) -> Outcome:
                               grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
                               compile=a.compile)
         return Outcome(r, bench.bench_model_table(r))
+    if a.prepare:
+        r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
+                                workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
+        return Outcome(r, bench.bench_prepare_table(r))
     if a.store:
-        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
-                              clips=a.clips, batch=a.batch, progress=progress(a))
+        cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
+        r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
+                              fixtures=a.fixtures, store_format=a.store_format, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,

@@ -115,13 +115,14 @@ def test_prepare_data_signal_is_130_and_a_rerun_finishes(workers, synth_root, tm
     with monkeypatch.context() as m:          # only these patches are reverted after (not the test's own STEANET_HOME)
         if not workers: _signalled(m, store, 'prepare_one', signal.SIGTERM)
         else:         # the workers are other processes: the signal comes while the main process waits for them
-            orig_run, calls = store._run_prepare, [0]
-            def run(jobs, w, progress, done):
+            import steanet.data.prepare as prep      # the preparation room (03h) runs the worker pool
+            orig_run, calls = prep._run_prepare, [0]
+            def run(jobs, w, timeout, done):
                 def first(job, res):
                     if not calls[0]: calls[0] = 1; os.kill(os.getpid(), signal.SIGTERM)
                     done(job, res)
-                return orig_run(jobs, w, progress, first)
-            m.setattr(store, '_run_prepare', run)
+                return orig_run(jobs, w, timeout, first)
+            m.setattr(prep, '_run_prepare', run)
         rc, _, err = _main(args)
     assert rc == 130 and 'SIGTERM' in _one_line(err, 'prepare-data')
     rc, out, err = _main(args + ['--json'])
