@@ -152,8 +152,10 @@ def test_global_batch_sets_the_accumulation():
     assert accum_steps(make_config('ve8', ['train.grad_accum=2']).train, 4) == 2
 
 
-def test_metrics_match_scikit_learn():
-    "Random cases with ties and classes that occur only as predictions (or nowhere): scikit-learn's definitions."
+def test_metrics_match_scikit_learn_and_mmaction2():
+    """Random cases with ties and classes that occur only as predictions (or nowhere): top-k is sklearn's
+    `top_k_accuracy_score` (a tie goes to the higher class index), mean-class accuracy and macro-F1 are sklearn's macro
+    recall and F1 over one class set (labels or predictions), the mean-class accuracy also MMAction2's."""
     sk = pytest.importorskip('sklearn.metrics')
     from steanet.infer import classification_metrics
     rng = np.random.default_rng(0)
@@ -162,15 +164,18 @@ def test_metrics_match_scikit_learn():
         probs = rng.integers(0, 3, (n, K)).astype(np.float32)            # coarse values: many ties
         labels = rng.integers(0, max(1, K - 2), n)                        # the last classes never occur as labels
         m = classification_metrics(torch.tensor(probs), torch.tensor(labels), K)
-        if K > 2:                                                         # (sklearn reads a 2-class score as binary)
-            assert m['top1'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=1, labels=list(range(K)))), case
-        pred = np.array([sorted(range(K), key=lambda j: (-p[j], -j))[0] for p in probs])   # that rule: higher index wins
+        ranked = np.argsort(probs, axis=1, kind='mergesort')[:, ::-1]      # sklearn's own ranking in top_k_accuracy_score
+        pred = ranked[:, 0]
         assert m['top1'] == pytest.approx(float((pred == labels).mean())), case
-        seen = sorted(set(labels) | set(pred))          # one class set for both: the classes in labels or predictions
-        assert m['macro_f1'] == pytest.approx(sk.f1_score(labels, pred, average='macro', labels=seen, zero_division=0)), case
-        assert m['mean_class_acc'] == pytest.approx(sk.recall_score(labels, pred, average='macro', labels=seen, zero_division=0)), case
+        if K > 2: assert m['top1'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=1, labels=range(K))), case
+        assert m['macro_f1'] == pytest.approx(sk.f1_score(labels, pred, average='macro', zero_division=0)), case
+        assert m['mean_class_acc'] == pytest.approx(sk.recall_score(labels, pred, average='macro', zero_division=0)), case
+        seen = sorted(set(labels) | set(pred))                           # MMAction2: classes in labels or predictions
+        mmaction = np.mean([(pred[labels == c] == c).mean() if (labels == c).any() else 0.0 for c in seen])
+        assert m['mean_class_acc'] == pytest.approx(mmaction), case
         if K > 5:
-            assert m['top5'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=5, labels=list(range(K)))), case
+            assert m['top5'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=5, labels=range(K))), case
+            assert m['top5'] == pytest.approx(float((ranked[:, :5] == labels[:, None]).any(1).mean())), case
 
 
 # ---- issue 20: one split resolver; a single list never tests on its training videos; overlaps refused up front ----
