@@ -361,3 +361,20 @@ def test_carve_outs_partition_every_single_list():
                 assert sum(r.label == c for r in sp.train + sp.val) == n - k
             assert [r.path for r in resolve_splits(make_config(cfg, ['train.seed=5'])).test] == [r.path for r in sp.test]
     check()
+
+
+def test_a_copy_under_another_name_is_refused_by_the_store_hash(synth, tmp_path):
+    "A test video that is a byte copy of a training video: unseen by path, refused by content once a store knows both."
+    import shutil
+    from steanet.data import DataError, prepare_data
+    from steanet.protocol import resolve_splits
+    root = tmp_path / 'root'; shutil.copytree(synth / 'videos', root / 'videos')
+    shutil.copy(root / 'videos/joy/train_0000.mp4', root / 'videos/joy/copy.mp4')
+    ann = tmp_path / 'lists'; ann.mkdir()
+    (ann / 'train.txt').write_text((synth / 'train.txt').read_text())
+    (ann / 'test.txt').write_text((synth / 'test.txt').read_text() + 'videos/joy/copy.mp4 0\n')
+    cfg = make_config('folder', list_overrides(root, 'mmaction', ann))
+    assert len(resolve_splits(cfg).test) == 9                     # paths differ: only the content tells
+    prepare_data(cfg, tmp_path / 'store', workers=1, progress=False, say=lambda s: None)
+    with pytest.raises(DataError, match=r'1 of the 16 train videos are also test videos \(0 by path, 1 by content; e\.g\. train_0000\.mp4'):
+        resolve_splits(make_config(cfg, [f'data.store={tmp_path / "store"}']))
