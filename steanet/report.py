@@ -257,8 +257,7 @@ def model_config(params: dict) -> ExperimentConfig:
     if not cfg.data.num_classes: cfg.data.num_classes = 2
     return cfg
 
-@functools.lru_cache(maxsize=64)
-def _gflops(key: str) -> float:
+def _measure_gflops(key: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from steanet.model import build_model
@@ -267,6 +266,25 @@ def _gflops(key: str) -> float:
         m = build_model(cfg).eval(); x = torch.empty(1, 3, cfg.data.num_frames, s, s)
     with FlopCounterMode(display=False) as fc, torch.no_grad(): m(x)
     return fc.get_total_flops() / 1e9
+
+def _model_code() -> str:
+    "sha256 (12 hex) of the code that defines the model: a cached count is only reused for the same code."
+    h = hashlib.sha256()
+    import importlib.util
+    for m in ('steanet.model', 'steanet.adapters'): h.update(Path(importlib.util.find_spec(m).origin).read_bytes())
+    return h.hexdigest()[:12]
+
+@functools.lru_cache(maxsize=256)
+def _gflops(key: str) -> float:
+    "GFLOPs of a model config `key` (JSON): measured once per model code, then read from `<cache>/flops/`."
+    from steanet.config import cache_dir
+    f = cache_dir('flops') / f"{hashlib.sha256((_model_code() + key).encode()).hexdigest()[:24]}.json"
+    try: return float(json.loads(f.read_text())['gflops'])
+    except (OSError, ValueError, KeyError): pass
+    g = _measure_gflops(key)
+    from steanet.config import atomic_write
+    atomic_write(f, json.dumps({'gflops': g, 'model': json.loads(key)}) + '\n')
+    return g
 
 def clip_gflops(params: dict) -> Optional[float]:
     "GFLOPs of one test clip of the run whose params are `params` (None when its model cannot be built here)."

@@ -16,7 +16,7 @@ from .stats import mcnemar_counts
 # %% auto #0
 __all__ = ['GROUP_COLUMNS', 'COMPARISON_COLUMNS', 'REPORT_FILES', 'group_json', 'report_json', 'group_cells', 'comparison_cells',
            'table_notes', 'markdown_report', 'tex_escape', 'latex_table', 'csv_groups', 'csv_comparisons',
-           'report_figure', 'default_out', 'write_report', 'log_report', 'report']
+           'report_figure', 'default_out', 'write_report', 'log_report', 'report', 'report_runs', 'report_brief']
 
 # %% ../nbs/04d_3_report_out.ipynb #72a64a54
 def _metric_json(m: Optional[dict]) -> Optional[dict]:
@@ -236,3 +236,14 @@ def report(rc: ReportConfig, out=None, overwrite: bool = False, client=None) -> 
     else: rep['run_id'] = None; write_report(rep, out, overwrite)
     rep['markdown'] = markdown_report(rep); rep['out'] = str(out)
     return rep
+
+# %% ../nbs/04d_3_report_out.ipynb #b2e95961
+def report_runs(run_ids: Sequence[Optional[str]], cfg=None, out=None, **kw) -> Optional[dict]:
+    "The report (see `report`) of the runs `run_ids` in `cfg`'s MLflow store; None with tracking off or no run."
+    ids = tuple(i for i in run_ids if i)
+    if not ids or (cfg is not None and not cfg.tracking.enabled): return None
+    return report(ReportConfig(runs=ids, uri=tracking.tracking_uri(cfg), **kw), out)
+
+def report_brief(rep: dict) -> dict:
+    "What a command that ends with a report returns of it: the JSON form, its `markdown` and its folder `out`."
+    return {**report_json(rep), 'markdown': rep['markdown'], 'out': rep['out']}
