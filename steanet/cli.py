@@ -178,19 +178,12 @@ def register_overrides(a) -> list:
     "`--set` of `train` / `tune`, plus `tracking.register=NAME` for `--register NAME`."
     return [*a.overrides, f'tracking.register={a.register}'] if getattr(a, 'register', None) else list(a.overrides)
 
-def _weights_file(cfg: ExperimentConfig):
-    "A `backbone.pretrained` that names a file (a path or a weights extension) must exist; tags are open_clip's to check."
-    p = cfg.backbone.pretrained
-    if p and (os.sep in p or p.endswith(('.safetensors', '.pt', '.pth', '.bin', '.ckpt'))) and not Path(p).expanduser().is_file():
-        raise ConfigError(f'backbone.pretrained={p!r}: no such weights file; give an existing file or an open_clip tag '
-                          f'such as openai')
-
-def preflight(cfg: ExperimentConfig) -> dict:
-    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value
-    (`validate_config(run=True)`), a weights file that must exist, the dataset's classes (`check_dataset`)."""
-    validate_config(cfg, run=True); _weights_file(cfg)
-    from steanet.data import check_dataset                   # light: no torch, no decoders
-    return check_dataset(cfg)
+def preflight(cfg: ExperimentConfig, **kw) -> dict:
+    """What a run checks before torch is imported and before an MLflow run or run folder exists: every value, a
+    weights file that must exist, the splits (`resolve_splits`: no overlap) and their classes: `steanet.protocol.preflight`,
+    the same checks `fit()` makes from a notebook."""
+    from steanet.protocol import preflight as run_preflight   # light: no torch, no decoders
+    return run_preflight(cfg, **kw)
 
 def smoke_overrides(a) -> list:
     "`--set` plus `--max-steps` / `--limit-batches` as overrides."
@@ -408,7 +401,7 @@ def _study_text(out: dict, cfg: ExperimentConfig) -> str:
 def tune_cmd(a) -> Outcome:
     "`steanet tune`: `run_study`, or `retrain_best` with `--retrain-best`; exit 1 when failing trials stopped it."
     cfg = tune_config(a)
-    if not a.fit: preflight(cfg)                         # the values and the dataset, before Optuna and MLflow start
+    if not a.fit: preflight(cfg, test=False)             # the values and the dataset (a study reads no test list), before Optuna and MLflow start
     fit_fn = load_function(a.fit) if a.fit else None
     from steanet.tune import retrain_best, run_study
     if a.retrain_best:

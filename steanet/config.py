@@ -178,6 +178,8 @@ class DataConfig:
     num_workers: int = checked(2, '[0, 256]')    # DataLoader workers
     bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (substitute another, counted) | raise
     val_fraction: float = checked(0.0, '[0, 1)') # carve a stratified validation split from train (0: none; see train.selection)
+    test_fraction: float = checked(0.0, '[0, 0.5)')  # carve a stratified test split from a single list that has none (0: none; seed data.split_seed)
+    split_seed: int = checked(0, '[0, 4294967295]')  # seed of every carve-out (test, then validation), independent of train.seed
     store: str = checked('', PATH)               # prepared store (`steanet prepare-data --out DIR`): clips are read from it and no source video is opened; '' = decode the sources
 
 @dataclass

@@ -23,18 +23,18 @@ from .model import backbone_frame_grid, build_model, check_backbone, load_tunabl
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
 from . import tracking
+from .protocol import DataError, check_splits_differ, preflight, resolve_splits   # the one split resolver
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'RESUME_SAFE', 'EVAL_KEYS', 'dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed',
            'seed_all', 'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'param_groups', 'lr_at',
-           'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'validation_records',
-           'selection_of', 'run_records', 'prefetch_batches', 'kill_loader_workers', 'make_loader', 'TrainingDiverged',
-           'TrainingInterrupted', 'GracefulStop', 'Training', 'claim_run_dir', 'resume_config', 'run_inputs',
-           'setup_process', 'accum_steps', 'smoke_tags', 'setup_run', 'stop_here', 'train_one_epoch', 'validate',
-           'monitor_test', 'end_epoch', 'resume_payload', 'restore_training_state', 'save_resume_state',
-           'load_resume_state', 'find_run_dir', 'top_classes', 'test_predictions', 'final_test', 'fit',
-           'check_input_size', 'checkpoint_dataset', 'eval_checkpoint', 'predict_videos', 'run_splits',
-           'check_splits_differ']
+           'ranked_classes', 'classification_metrics', 'predict_loader', 'evaluate', 'prefetch_batches',
+           'kill_loader_workers', 'make_loader', 'TrainingDiverged', 'TrainingInterrupted', 'GracefulStop', 'Training',
+           'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags', 'setup_run',
+           'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload',
+           'restore_training_state', 'save_resume_state', 'load_resume_state', 'find_run_dir', 'top_classes',
+           'test_predictions', 'final_test', 'fit', 'check_input_size', 'checkpoint_dataset', 'eval_checkpoint',
+           'predict_videos', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #013c94db
 def dist_info() -> tuple:
@@ -240,43 +240,6 @@ def evaluate(model, loader, device=None, dtype=None, num_classes: Optional[int] 
     return m
 
 # %% ../nbs/05_train.ipynb #3a95e301
-def validation_records(cfg: ExperimentConfig, train_records, from_dataset: bool = True) -> tuple:
-    """`(train, val, source)`, never from the test split: the dataset's own val split (`from_dataset`: the train records
-    came from the dataset too), else a stratified `data.val_fraction` carve-out of train, else none.
-    `source`: `{'val_source': 'split' | 'carve' | 'none', 'val_param': what exactly}`."""
-    if from_dataset:
-        try: val, _ = load_records(cfg.data, 'val')
-        except NoSplitError: val = []
-        if val: return train_records, val, {'val_source': 'split', 'val_param': f'{cfg.data.format} val of {cfg.data.root}'}
-    if cfg.data.val_fraction > 0:
-        train_records, val = carve_validation(train_records, cfg.data.val_fraction, cfg.train.seed)
-        return train_records, val, {'val_source': 'carve', 'val_param': f'val_fraction={cfg.data.val_fraction} seed={cfg.train.seed}'}
-    return train_records, [], {'val_source': 'none', 'val_param': ''}
-
-def selection_of(cfg: ExperimentConfig, val_records, source: dict) -> dict:
-    "How the run picks its checkpoint: `selection` = val (best val top-1) when it has validation records and `train.selection=auto`, else last."
-    sel = 'val' if val_records and cfg.train.selection == 'auto' else 'last'
-    return {'selection': sel, **source}
-
-def run_records(cfg: ExperimentConfig, train_records=None, val_records=None, test_records=None, class_names=None,
-                with_selection: bool = False):
-    "`(train, val, test, class_names)` for a run, following the rules above (`with_selection`: and `selection_of`'s dict)."
-    from_dataset = train_records is None
-    if train_records is None: train_records, class_names = load_records(cfg.data, 'train')
-    if test_records is None and has_subset(cfg.data, 'test') is False: test_records = []   # class folders, no test/
-    if test_records is None and has_subset(cfg.data, 'test') is False: test_records = []   # class folders without test/
-    if test_records is None:
-        try: test_records, cn = load_records(cfg.data, 'test'); class_names = class_names or cn
-        except FileNotFoundError: test_records = []
-    if val_records is None: train_records, val_records, source = validation_records(cfg, train_records, from_dataset)
-    else: source = {'val_source': 'given' if val_records else 'none', 'val_param': f'{len(val_records)} records' if val_records else ''}
-    if class_names is None:
-        k = cfg.data.num_classes or (1 + max(r.label for r in train_records))
-        names = {r.label: r.class_name for r in train_records}
-        class_names = [names.get(i, str(i)) for i in range(k)]
-    out = list(train_records), list(val_records or []), list(test_records or []), list(class_names)
-    return out + (selection_of(cfg, out[1], source),) if with_selection else out
-
 def prefetch_batches(batch_size: int) -> int:
     """Batches each loader worker keeps ready: 2 (PyTorch's default) for batches of 8+ clips, more for small batches so
     that about 16 clips per worker are in flight (up to 8 batches)."""
@@ -390,7 +353,7 @@ class Training:
     sums: dict = field(default_factory=_fresh_sums)  # the current epoch's loss / clip / time sums
     stopped: bool = False             # True once `on_epoch_end` raised: the caller stopped the run
     bar: Any = None                   # tqdm progress bar over optimiser steps
-    selection: dict = field(default_factory=dict)  # `selection_of`: selection (val | last), val_source, val_param
+    selection: dict = field(default_factory=dict)  # `Splits.selection`: selection (val | last), val_source, val_param
     accum: int = 1                    # micro-batches per optimiser step (`accum_steps`)
     monitor_ds: Any = None            # the test set read like validation, with train.monitor_test only
     loader: Any = None                # the training DataLoader, made at the first epoch; its workers persist
@@ -523,7 +486,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
               tags: Optional[dict] = None, t_start: Optional[float] = None) -> Training:
     "A `Training`: records, model, run folder, datasets, optimiser; a resumed run's state restored, a new run's start logged."
     device, dtype, rank, world = proc; tc = cfg.train
-    train_r, val_r, test_r, class_names, sel = records if len(records) == 5 else run_records(cfg, *records, with_selection=True)
+    train_r, val_r, test_r, class_names, sel = records if len(records) == 5 else resolve_splits(cfg, *records).as_tuple()
     sel = _selection_state(sel, state)
     if not train_r: raise ConfigError(f'no training videos found for data.root={cfg.data.root}')
     if cfg.data.num_classes is None: cfg.data.num_classes = len(class_names)
@@ -845,7 +808,9 @@ def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, c
     from tqdm.auto import tqdm
     t_start = time.time()
     cfg, state, run_dir, records = run_inputs(cfg, overrides, resume, run_dir, given, overwrite); check_input_size(cfg)
-    if state is None: records = run_records(cfg, *records, with_selection=True)   # a data error fails here, before a run or folder exists
+    if state is None:        # the CLI's preflight (values, weights file, splits): a data error fails here, before a run or folder exists
+        sp = preflight(cfg, **dict(zip(('train_records', 'val_records', 'test_records', 'class_names'), records)))['splits']
+        records, tags = sp.as_tuple(), {**sp.tags(), **(tags or {})}
     proc = setup_process(cfg); is_main = proc[2] == 0
     mrun = tracking.open_run(cfg, run=run, resume_id=(state or {}).get('run_id'), parent_run_id=parent_run_id,
                              enabled=is_main)   # the store first: an unreachable server fails here, before any work
@@ -887,7 +852,10 @@ def eval_checkpoint(checkpoint, views: Optional[int] = None, crops: Optional[int
     r = restore_checkpoint(checkpoint, overrides, views=views, crops=crops, allow_backbone_mismatch=allow_backbone_mismatch,
                            backbone_weights=backbone_weights)
     dev = resolve_device(device or r.cfg.train.device); r.to(dev); c = r.cfg
-    if records is None: records, _ = load_records(c.data, subset)
+    if records is None:
+        sp = resolve_splits(c); records = sp.get(subset)          # the run's own split (a carve-out comes out the same)
+        if not records: raise DataError(f'--subset {subset}: the dataset has no {subset} split ({c.data.format} at '
+                                        f'{c.data.annotations or c.data.root}); name one, or carve one (data.test_fraction, data.val_fraction)')
     loader = make_loader(checkpoint_dataset(r, records), batch_size=c.train.batch_size, num_workers=c.data.num_workers,
                          device=dev)
     m = evaluate(r.model, loader, dev, amp_dtype(c.train.amp, dev), r.num_classes, video_fn=video_fn, progress=progress,
@@ -947,18 +915,6 @@ def run_splits(cfg, splits: Sequence[int], overrides: Sequence[str] = (), progre
         except BaseException as e: tracking.log_run_error(parent, e); raise   # Ctrl-C / SIGTERM: KILLED, else FAILED
     parent.end('FINISHED')
     return {'splits': per, 'summary': summary, 'run_id': parent.run_id}
-
-def check_splits_differ(cfg: ExperimentConfig, splits: Sequence[int]) -> None:
-    "Each of `splits` reads its own test videos, else `ConfigError` naming the two splits that read the same ones."
-    seen = {}
-    for s in splits:
-        dc = copy.deepcopy(cfg.data); dc.split = s
-        key = tuple(sorted(r.path for r in load_records(dc, 'test', resolve=False)[0]))
-        if key in seen:
-            raise ConfigError(f'--splits: splits {seen[key]} and {s} of {cfg.data.annotations or cfg.data.root} read the '
-                              f'same test videos (data.format={cfg.data.format} has one split here); `splits` needs a '
-                              f'train/test list per split (VE-8: trainlist01..10): train this dataset with `steanet train`')
-        seen[key] = s
 
 def _train_splits(cfg, splits, parent, progress) -> tuple:
     "`(per-split test metrics, their mean and std)`, the splits trained as runs nested under `parent`."

@@ -402,13 +402,14 @@ class StudyTracker:
 
 # %% ../nbs/06_tune.ipynb #4f9a90fb
 def study_records(cfg: ExperimentConfig) -> tuple:
-    "`(train, val, class_names)`: the training split and a stratified validation carve-out of it. Never reads test."
-    from steanet.data import load_records, carve_validation
+    """`(train, val, class_names)`: the training split and a stratified `tune.val_fraction` carve-out of it (seeded by
+    `data.split_seed`), from `resolve_splits(test=False)`: no test list is read, a `data.test_fraction` carve-out has
+    left the training split, and one list without a test split is refused as a run on it would be."""
+    from steanet.protocol import resolve_splits
     if not 0 < cfg.tune.val_fraction < 1:
         raise ConfigError(f'tune.val_fraction={cfg.tune.val_fraction}: need a fraction in (0, 1), e.g. 0.2')
-    records, classes = load_records(cfg.data, 'train')
-    train, val = carve_validation(records, cfg.tune.val_fraction, cfg.train.seed)
-    return train, val, classes
+    sp = resolve_splits(cfg, test=False, val_fraction=cfg.tune.val_fraction)
+    return sp.train, sp.val, sp.class_names
 
 ACC_KEYS = ('best_val_top1', 'val/top1', 'val_top1')  # fit's result (best epoch), its per-epoch metrics, stand-ins
 
@@ -750,9 +751,9 @@ def retrain_best(cfg: ExperimentConfig, *, number: Optional[int] = None, epochs:
     tcfg.tracking.register = register or cfg.tracking.register
     if tcfg.tracking.register: tcfg.tracking.log_model = True   # a registered version needs the run's model
     if cfg.train.device != tcfg.train.device: tcfg.train.device = cfg.train.device
-    from steanet.data import load_records
-    train, classes = load_records(tcfg.data, 'train')
-    test, _ = load_records(tcfg.data, 'test')
+    from steanet.protocol import resolve_splits
+    sp = resolve_splits(tcfg, val_records=[])    # the full training split (less a test carve-out), the test split
+    train, test, classes = sp.train, sp.test, sp.class_names
     tracker, rid = StudyTracker(tcfg), None
     if tracker.enabled:
         parent = (study.user_attrs.get(PARENTS_ATTR) or {}).get(tracker.uri)

@@ -87,7 +87,8 @@ def test_permuted_test_labels_select_the_same_checkpoint(synth, tmp_path):
 
 def test_without_validation_the_last_epoch_and_test_only_as_monitor(synth, tmp_path):
     "No val/ and no carve-out: the last epoch is kept; monitor_test logs monitor/test_* each epoch, test/* once."
-    from steanet.train import fit, run_records
+    from steanet.train import fit
+    from steanet.protocol import resolve_splits
     torch.set_num_threads(1)
     root = folder_dataset(synth, tmp_path / 'tt', splits=('train', 'test'))
     cfg = make_config('folder', folder_overrides(root, **{'train.epochs': 2, 'train.monitor_test': 'true'}))
@@ -100,13 +101,12 @@ def test_without_validation_the_last_epoch_and_test_only_as_monitor(synth, tmp_p
     assert all('monitor/test_top1' in h and not any(k.startswith('val/') for k in h) for h in r['history'])
     assert len(metric_history(r['run_id'], 'monitor/test_top1')) == 2 and len(metric_history(r['run_id'], 'test/top1')) == 1
     # a carve-out when data.val_fraction > 0, stratified from train; the test records are untouched
-    tr, va, te, _, sel = run_records(make_config(cfg, ['data.val_fraction=0.5']), with_selection=True)
+    tr, va, te, _, sel = resolve_splits(make_config(cfg, ['data.val_fraction=0.5'])).as_tuple()
     assert (sel['selection'], sel['val_source'], len(tr), len(va), len(te)) == ('val', 'carve', 8, 8, 8)
     assert not {x.path for x in va} & {x.path for x in te}
     # train.selection=last keeps the last epoch even with a val split
     root2 = folder_dataset(synth, tmp_path / 'tvt')
-    assert run_records(make_config('folder', folder_overrides(root2, **{'train.selection': 'last'})),
-                       with_selection=True)[4]['selection'] == 'last'
+    assert resolve_splits(make_config('folder', folder_overrides(root2, **{'train.selection': 'last'}))).selection['selection'] == 'last'
 
 
 def test_accumulated_micro_batches_equal_one_batch(synth, tmp_path):
@@ -172,3 +172,126 @@ def test_metrics_match_scikit_learn_and_mmaction2():
         if K > 5:
             top5 = np.array([sorted(range(K), key=lambda j: (-p[j], j))[:5] for p in probs])
             assert m['top5'] == pytest.approx(float((top5 == labels[:, None]).any(1).mean()))
+
+
+# ---- issue 20: one split resolver; a single list never tests on its training videos; overlaps refused up front ----
+
+def all_lines(synth: Path) -> list:
+    "`(name, label)` of every synthetic video (its train, val and test lists together), as one unsplit dataset."
+    return [tuple(l.rsplit(None, 1)) for s in ('train', 'val', 'test') for l in (synth / f'{s}.txt').read_text().splitlines()]
+
+
+def mlflow_runs(home: Path) -> list:
+    "Every MLflow run in the project's store (none when the store was never created)."
+    if not (home / 'mlruns' / 'mlflow.db').exists(): return []
+    from steanet import tracking
+    client, _, _ = tracking.setup_mlflow(make_config('demo'))
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+def single_files(synth: Path, d: Path) -> dict:
+    "An MMAction2 list given as one file and a two-column `path,label` CSV, each naming every video of the set."
+    d.mkdir(parents=True, exist_ok=True)
+    lines = all_lines(synth)
+    (d / 'all.txt').write_text(''.join(f'{n} {l}\n' for n, l in lines))
+    names = [x.split(' ', 1)[1] for x in (synth / 'classInd.txt').read_text().splitlines()]
+    (d / 'all.csv').write_text('path,label\n' + ''.join(f'{n},{names[int(l)]}\n' for n, l in lines))
+    return {'mmaction': d / 'all.txt', 'csv': d / 'all.csv'}
+
+
+def list_overrides(synth, fmt, ann, **kw):
+    return folder_overrides(synth, **{'data.format': fmt, 'data.annotations': str(ann), **kw})
+
+
+@pytest.mark.parametrize('fmt', ['mmaction', 'csv'])
+def test_a_single_list_is_refused_before_any_run(synth, tmp_path, fmt):
+    "One list (MMAction2 file, two-column CSV) used to be every split (test = train): fit refuses it, nothing is created."
+    from steanet.data import DataError
+    from steanet.train import fit
+    ann = single_files(synth, tmp_path / 'ann')[fmt]
+    cfg = make_config('folder', list_overrides(synth, fmt, ann))
+    with pytest.raises(DataError, match=f'{ann.name}: one list without a subset column is the training list') as e:
+        fit(cfg, run_dir=tmp_path / 'run', progress=False)
+    assert '\n' not in str(e.value) and 'data.test_fraction' in str(e.value)
+    assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)
+    # a stratified carve-out on request: disjoint from train and validation, the same for any train.seed
+    from steanet.protocol import resolve_splits
+    a = resolve_splits(make_config(cfg, ['data.test_fraction=0.25', 'data.val_fraction=0.25']))
+    b = resolve_splits(make_config(cfg, ['data.test_fraction=0.25', 'data.val_fraction=0.25', 'train.seed=9']))
+    assert (len(a.train) + len(a.val) + len(a.test), len(a.test)) == (32, 8)
+    assert not {r.path for r in a.train + a.val} & {r.path for r in a.test}
+    assert [r.path for r in a.test] == [r.path for r in b.test] and [r.path for r in a.val] == [r.path for r in b.val]
+    assert a.provenance['test'] == {'source': 'carve-out of train', 'fraction': 0.25, 'seed': 0, 'videos': 8}
+
+
+def test_a_carved_run_tests_only_videos_it_never_trained_on(synth, tmp_path):
+    "A run on one CSV with data.test_fraction: its test predictions are the carved videos; eval reads the same ones."
+    from steanet import tracking
+    from steanet.train import eval_checkpoint, fit
+    torch.set_num_threads(1)
+    ann = single_files(synth, tmp_path / 'ann')['csv']
+    cfg = make_config('folder', list_overrides(synth, 'csv', ann, **{'data.test_fraction': 0.25, 'train.epochs': 1}))
+    r = fit(cfg, run_dir=tmp_path / 'run', progress=False)
+    import csv
+    tested = {row['video'] for row in csv.DictReader(open(tmp_path / 'run' / 'test_predictions.csv'))}
+    assert len(tested) == 8
+    client, _, _ = tracking.setup_mlflow(cfg)
+    prov = json.loads(client.get_run(r['run_id']).data.tags['steanet.splits'])
+    assert prov['test'] == {'source': 'carve-out of train', 'fraction': 0.25, 'seed': 0, 'videos': 8}
+    assert prov['train']['videos'] == 24 and prov['train']['source'].endswith('all.csv less its carve-outs')
+    from steanet.protocol import resolve_splits
+    sp = resolve_splits(cfg)
+    assert tested == {x.path for x in sp.test}                  # the resolver gives the run's own test set
+    assert not tested & {x.path for x in sp.train}
+    m = eval_checkpoint(tmp_path / 'run')                          # the checkpoint's own config: the same carve-out
+    assert m['n'] == 8
+
+
+def overlapping_lists(synth: Path, d: Path, k: int = 3) -> Path:
+    "`train.txt` = the set's train + val lists, `test.txt` = its test list plus `k` training videos."
+    d.mkdir(parents=True, exist_ok=True)
+    tr = (synth / 'train.txt').read_text() + (synth / 'val.txt').read_text()
+    (d / 'train.txt').write_text(tr)
+    (d / 'test.txt').write_text((synth / 'test.txt').read_text() + ''.join(tr.splitlines(True)[:k]))
+    return d
+
+
+def test_overlapping_lists_are_refused_before_any_run(synth, tmp_path):
+    "fit() and `steanet train` refuse a test list holding training videos: one line, the count, no folder, no MLflow run."
+    from steanet.data import DataError
+    from steanet.train import fit
+    ann = overlapping_lists(synth, tmp_path / 'ann')
+    ov = list_overrides(synth, 'mmaction', ann)
+    with pytest.raises(DataError, match=r'3 of the 24 train videos are also test videos \(3 by path'):
+        fit(make_config('folder', ov), run_dir=tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)
+    # the CLI, in a fresh interpreter: refused before torch is imported (what keeps it well under 2 s)
+    import subprocess, sys, time
+    code = ('import sys; from steanet.cli import main; rc = main(sys.argv[1:]); '
+            'print("RC", rc, "torch" in sys.modules)')
+    env = dict(os.environ, OMP_NUM_THREADS='1', STEANET_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, '-c', code, 'train', '--config', 'folder', '--set', *ov],
+                         capture_output=True, text=True, env=env, timeout=120)
+    took = time.perf_counter() - t0
+    assert 'RC 1 False' in out.stdout, (out.stdout, out.stderr)
+    err = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(err) == 1 and 'are also test videos' in err[0] and 'test.txt' in err[0], err
+    assert not any((tmp_path / 'runs').glob('**/*.safetensors')) and not mlflow_runs(tmp_path)
+    print(f'steanet train refused overlapping lists in {took:.2f} s (fresh interpreter)')
+
+
+def test_study_and_splits_use_the_resolver(synth, tmp_path):
+    "A study on one list is refused like a run; with a test carve-out, the study never sees the carved test videos."
+    from steanet.config import ConfigError
+    from steanet.data import DataError
+    from steanet.tune import study_records
+    from steanet.protocol import resolve_splits, check_splits_differ
+    ann = single_files(synth, tmp_path / 'ann')['mmaction']
+    cfg = make_config('folder', list_overrides(synth, 'mmaction', ann))
+    with pytest.raises(DataError, match='one list without a subset column'): study_records(cfg)
+    c = make_config(cfg, ['data.test_fraction=0.25'])
+    tr, va, _ = study_records(c)
+    test = {r.path for r in resolve_splits(c).test}
+    assert len(test) == 8 and not test & {r.path for r in tr + va} and len(tr) + len(va) == 24
+    with pytest.raises(ConfigError, match='read the same test videos'): check_splits_differ(c, [1, 2])

@@ -16,9 +16,9 @@ from ..config import DataConfig, ExperimentConfig, SteanetError, project_dir
 
 # %% auto #0
 __all__ = ['VIDEO_EXTS', 'MAX_CLASSES', 'FORMATS', 'DataError', 'NoSplitError', 'VideoRecord', 'find_fixtures', 'store_sources',
-           'VideoIndex', 'read_class_ind', 'load_split_lists', 'load_release_json', 'load_mmaction_list',
-           'folder_layout', 'load_folder', 'load_csv', 'load_records', 'has_subset', 'check_dataset',
-           'carve_validation']
+           'VideoIndex', 'read_class_ind', 'load_split_lists', 'load_release_json', 'one_list_error',
+           'load_mmaction_list', 'folder_layout', 'load_folder', 'load_csv', 'load_records', 'split_source', 'one_file',
+           'has_subset', 'carve_validation']
 
 # %% ../../nbs/03a_records.ipynb #1c03e8f8
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.webm', '.mov', '.flv', '.gif', '.m4v', '.mpg', '.mpeg', '.wmv', '.3gp',
@@ -261,13 +261,23 @@ def load_release_json(annotations, root, subset='train', split=1, resolve=True):
     return _finish(items, root, resolve, f), classes
 
 # %% ../../nbs/03a_records.ipynb #426cf1ab
+def one_list_error(f: Path, sk: str) -> NoSplitError:
+    "The error for the val/test split of ONE annotation list that does not say which rows are which: it has none."
+    if sk == 'val': return NoSplitError(f'{f}: one list without a subset column has no val split')
+    return NoSplitError(f'{f}: one list without a subset column is the training list, it has no test split; name the '
+                        f'test list (data.annotations=a folder with train and test lists, or a pattern such as '
+                        f'lists/{{subset}}.txt) or carve a stratified test split with data.test_fraction=0.2')
+
 def _find_list(ann: Path, sk: str, split: int, exts=('.txt',)) -> Path:
+    "The list of split `sk`: `ann` with its placeholders filled, the file `ann` (train only), or a known name in `ann/`."
     s = str(ann)
     if '{subset}' in s or '{split' in s:
         f = Path(s.format(subset=sk, split=int(split)))
         if sk == 'val' and not f.is_file(): raise NoSplitError(f'{f}: no val list (data.annotations={s})')
         return f
-    if ann.is_file(): return ann
+    if ann.is_file():
+        if sk == 'train': return ann
+        raise one_list_error(ann, sk)
     names = [f'{sk}{e}' for e in exts] + [f'{sk}_list{e}' for e in exts] + [f'{sk}list{int(split):02d}{e}' for e in exts] \
           + [f'{sk}_list_{int(split):02d}{e}' for e in exts] + [f'{sk}_{int(split):02d}{e}' for e in exts]
     for n in names:
@@ -355,10 +365,13 @@ def load_folder(root, subset='train', resolve=True):
 
 def load_csv(annotations, root, subset='train', split=1, num_classes=None, resolve=True):
     "`path,label[,subset]` rows (optional header); label is a 0-based index or a class name."
-    f = _find_list(Path(annotations), _subset_key(subset), split, exts=('.csv',)); sk = _subset_key(subset)
+    ann, sk = Path(annotations), _subset_key(subset)
+    one = ann.is_file()                              # ONE file for every split: its third column says which row is which
+    f = ann if one else _find_list(ann, sk, split, exts=('.csv',))
     if not f.is_file(): raise DataError(f'{f}: annotation CSV not found')
     rows = list(csv.reader(io.StringIO(_read_text(f), newline='')))
     start = 1 if rows and rows[0] and rows[0][0].strip().lower() in ('path', 'video', 'file', 'filename') else 0
+    if one and sk != 'train' and not any(len(r) > 2 and r[2].strip() for r in rows[start:]): raise one_list_error(f, sk)
     raw = []
     for ln, row in enumerate(rows[start:], start + 1):
         row = [c.strip() for c in row]
@@ -367,9 +380,10 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
         if len(row) > 2 and row[2]:
             try: rk = _subset_key(row[2])
             except DataError: raise DataError(f'{f}:{ln}: unknown subset {row[2]!r} in the third column; use train, '
-                                              f'val or test (or leave it empty)') from None
+                                              f'val or test (or leave it empty: the file\'s own split, train in '
+                                              f'a single file)') from None
             if rk != sk: continue
-        if sk == 'val' and f == Path(annotations) and not (len(row) > 2 and row[2]): continue  # one file: val rows say so
+        elif one and sk != 'train': continue          # one file: a row without a subset is a training row
         raw.append((row[0], row[1], ln))
     classes = _class_names_beside(f)
     if classes is None:
@@ -385,7 +399,9 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
         elif l in classes: li = classes.index(l)
         else: raise DataError(f'{f}:{ln}: unknown class {l!r}; classes: {classes}')
         items.append((n, li, classes[li], f, ln))
-    if sk == 'val' and not items: raise NoSplitError(f'{f}: no rows of subset val')
+    if one and sk != 'train' and not items:
+        raise NoSplitError(f'{f}: no rows of subset {sk}' + ('' if sk == 'val' else '; mark the test rows in the third '
+                           'column, or carve a stratified test split with data.test_fraction=0.2'))
     return _finish(items, root, resolve, f), classes
 
 # %% ../../nbs/03a_records.ipynb #1bbfc56c
@@ -419,34 +435,34 @@ def _load_format(dc: DataConfig, subset: str, resolve: bool):
                         f'fix data.num_classes (or set it to none)')
     return recs, classes
 
+def split_source(data_cfg: Union[DataConfig, ExperimentConfig], subset: str) -> str:
+    "The file (or folder) the records of `subset` are read from, for the provenance a run logs."
+    dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
+    root = _resolve(dc.root); ann = _resolve(dc.annotations) if dc.annotations else root; sk = _subset_key(subset)
+    try:
+        if dc.format == 'splits': return str(ann / f'{sk}list{int(dc.split):02d}.txt')
+        if dc.format == 'json': return str(_json_file(ann, dc.split))
+        if dc.format == 'folder': return str(folder_layout(root)[sk] or root)
+        if dc.format == 'csv' and ann.is_file(): return str(ann)
+        return str(_find_list(root if dc.format == 'synthetic' else ann, sk, dc.split,
+                              ('.csv',) if dc.format == 'csv' else ('.txt',)))
+    except DataError: return str(ann)
+
+def one_file(data_cfg: Union[DataConfig, ExperimentConfig]) -> bool:
+    "Whether the annotations are ONE file read for every split: an MMAction2 list or a CSV given as a file (no pattern)."
+    dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
+    a = dc.annotations
+    return dc.format in ('mmaction', 'csv') and bool(a) and '{' not in a and _resolve(a).is_file()
+
 def has_subset(data_cfg: Union[DataConfig, ExperimentConfig], subset: str) -> Optional[bool]:
     "Whether the dataset has `subset` as its own split: known for class folders (`folder_layout`), None for the others."
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
     if dc.format != 'folder': return None
     return folder_layout(_resolve(dc.root))[_subset_key(subset)] is not None
 
-def check_dataset(cfg: ExperimentConfig) -> dict:
-    """The dataset a run would read, checked before anything heavy starts (no torch, no MLflow run, no run folder):
-    the train split and, where the dataset has them, val and test; at least two classes, every class with training
-    videos, `data.num_classes` matching. Returns `{'classes', 'counts': {subset: videos}}`; raises `DataError`."""
-    train, classes = load_records(cfg.data, 'train')
-    counts, subsets = {'train': len(train)}, ['test'] + (['val'] if has_subset(cfg.data, 'val') else [])
-    for sub in subsets:
-        if has_subset(cfg.data, sub) is False: continue
-        try: counts[sub] = len(load_records(cfg.data, sub)[0])
-        except FileNotFoundError: pass
-    where = cfg.data.root if cfg.data.format == 'folder' else (cfg.data.annotations or cfg.data.root)
-    if len(classes) < 2:
-        raise DataError(f'{where}: {len(classes)} class ({", ".join(classes)}); a classifier needs at least 2 class '
-                        f'folders (or labels) with videos')
-    n = Counter(r.label for r in train)
-    empty = [c for i, c in enumerate(classes) if not n[i]]
-    if empty: raise DataError(f'{where}: no training videos for class(es) {", ".join(empty)}; add videos or remove '
-                              f'the empty class folders')
-    return {'classes': list(classes), 'counts': counts}
-
-def carve_validation(records, fraction: float, seed: int = 0):
-    "Stratified split of `records` into (train, val): `fraction` of each class (at least one where a class has two+)."
+def carve_validation(records, fraction: float, seed=0):
+    """Stratified split of `records` into (rest, carved): `fraction` of each class (at least one where a class has two+);
+    `seed`: an int or a sequence of ints (numpy's `default_rng`), e.g. `data.split_seed` (`steanet.protocol`)."""
     if not 0 < fraction < 1: raise ValueError(f'fraction must be in (0, 1), got {fraction}')
     rng = np.random.default_rng(seed); by = defaultdict(list)
     for i, r in enumerate(records): by[r.label].append(i)
