@@ -600,7 +600,7 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def bench_parser() -> Parser:
     p = Parser(prog='steanet bench', description='Benchmarks (targets are measured here, never asserted in tests).')
-    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data}', parser_class=Parser)
+    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data,report}', parser_class=Parser)
     _bench_model_args(add_common_args(sub.add_parser(
         'model', help='time official vs steanet variants (training step, inference, memory, FLOP/s)',
         description='Time the training step and inference of the official and steanet variants.'), overrides=False))
@@ -608,11 +608,19 @@ def bench_parser() -> Parser:
         'data', help='time video decoding and the whole data pipeline (steanet.data)',
         description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
                     'long 640x360 H.264 videos.'), overrides=True))
+    rp = add_common_args(sub.add_parser('report', help='time steanet report over 1,000 synthetic runs (target < 15 s)',
+                                        description='Time `steanet report` (a fresh process) over a store of synthetic '
+                                                    'training runs, made once under .cache/steanet/bench/.'), overrides=False)
+    rp.add_argument('--runs', type=at_least(30), default=1000, help='runs in the store (default 1000)')
+    rp.add_argument('--repeats', type=at_least(1), default=2, help='timed reports (default 2)')
     return p
 
 def bench_cmd(a) -> Outcome:
     "`steanet bench model`: `bench_model`; `steanet bench data`: `bench_data`; their tables, the dict under `--json`."
     from steanet import bench
+    if a.bench == 'report':
+        r = bench.bench_report(a.runs, repeats=a.repeats, progress=progress(a))
+        return Outcome(r, bench.bench_report_table(r))
     if a.bench == 'model':
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
