@@ -164,10 +164,10 @@ def _views(run) -> str:
 GLOBAL_KEYS = {'backbone weights': (lambda r: r.data.tags.get('backbone_sha256'), ('backbone',)),
                'test views': (_views, ('data.num_clips', 'data.test_crops'))}
 
-def _test_list(run) -> tuple:
-    "What identifies the test videos a run read: its `steanet.test_videos` tag, else (`test/n_videos`, dataset hash)."
+def _test_list(run, by_tag: bool = True) -> tuple:
+    "What identifies the test videos a run read: its `steanet.test_videos` tag (`by_tag`), else (`test/n_videos`, dataset hash)."
     t = run.data.tags.get('steanet.test_videos')
-    if t: return ('sha256', t)
+    if t and by_tag: return ('sha256', t)
     n = run.data.metrics.get('test/n_videos')
     return ('count', int(n) if n is not None else None, run.data.tags.get('dataset_hash'))
 
@@ -190,9 +190,9 @@ def check_comparable(groups: dict, by: Sequence[str], allow_mixed: bool = False)
         for rep, r in g.items(): by_rep.setdefault(rep, []).append(r)
     untagged = sum('steanet.test_videos' not in r.data.tags for r in runs)
     for rep, rs in by_rep.items():
+        tagged = all('steanet.test_videos' in r.data.tags for r in rs)     # else all of them by count and dataset hash
         for key, get in (('dataset hash', lambda r: r.data.tags.get('dataset_hash')),
-                         ('test videos read', lambda r: _test_list(r) if 'steanet.test_videos' in r.data.tags
-                          or untagged else None)):
+                         ('test videos read', lambda r: _test_list(r, tagged))):
             vals = {}
             for r in rs: vals.setdefault(get(r), r)
             if len(vals) > 1:
