@@ -218,8 +218,9 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
           else f'open {uri}')
     res = {'data_seconds': t_data, 'pretrain_seconds': t_pre, 'runs': runs,
            'experiment': base.tracking.experiment or 'demo', 'tracking_uri': uri, 'ui': ui,
-           'backbone_weights': str(publish_demo_backbone(weights) if publish else weights), 'store': str(store),
-           'report': demo_report(base, runs) if report else None}
+           'backbone_weights': str(publish_demo_backbone(weights) if publish else weights), 'store': str(store)}
+    t_rep = time.time()
+    res.update(report=demo_report(base, runs) if report else None, report_seconds=time.time() - t_rep)
     return {'seconds': time.time() - t0, **res}
 
 # %% ../nbs/05a_demo.ipynb #6111988b
