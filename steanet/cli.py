@@ -277,11 +277,12 @@ def eval_parser() -> Parser:
 
 def eval_cmd(a) -> Outcome:
     "`steanet eval`: `eval_checkpoint`."
-    from steanet.train import eval_checkpoint
+    from steanet.infer import eval_checkpoint
     m = eval_checkpoint(a.checkpoint, views=a.views, crops=a.crops, subset=a.subset, overrides=a.overrides,
                         allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                         progress=progress(a), log=not a.no_mlflow)
     text = [f"{a.checkpoint}: {m['n']} videos, {m['views']} views"]
+    if m.get('n_bad'): text[0] += f", {m['n_bad']} unreadable, left out: " + ', '.join(p for p, _ in m['bad'])
     text += [f'  {k:<16} {m[k]:.4f}' for k in ('top1', 'top5', 'mean_class_acc', 'macro_f1', 'loss') if m.get(k) is not None]
     return Outcome(m, '\n'.join(text))
 
@@ -300,7 +301,7 @@ def predict_parser() -> Parser:
 
 def predict_cmd(a) -> Outcome:
     "`steanet predict`: `predict_videos`, one line per video; exit code 1 if any file failed."
-    from steanet.train import predict_videos
+    from steanet.infer import predict_videos
     preds = predict_videos(a.checkpoint, a.videos, topk=a.topk, views=a.views,
                            allow_backbone_mismatch=a.allow_backbone_mismatch, backbone_weights=a.backbone_weights,
                            csv=a.csv, partial_videos=a.partial_videos, log=not a.no_mlflow, overwrite=a.overwrite)
@@ -468,9 +469,11 @@ def explain_cmd(a) -> Outcome:
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
-                                   description='The resolved config as YAML, secrets masked (what a run writes to '
-                                               'config.yaml).'), config='ve8')
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+                                          description='The resolved config as YAML, secrets masked (what a run writes '
+                                                      'to config.yaml).'), config='ve8')
+    show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
+                      'them (steanet.protocol.resolve_splits): videos and where each split comes from')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -482,7 +485,14 @@ def config_cmd(a) -> Outcome:
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
     text = show_config(a.config, a.overrides)
-    return Outcome({'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None, text.rstrip('\n'))
+    res = {'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None
+    if getattr(a, 'splits', False):
+        from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
+        sp = resolve_splits(make_config(a.config, a.overrides))
+        text = text.rstrip('\n') + '\n# splits (steanet.protocol.resolve_splits):\n' + \
+            '\n'.join(f'#   {l}' for l in splits_text(sp).splitlines())
+        if res is not None: res['splits'] = {'provenance': sp.provenance, 'selection': sp.selection}
+    return Outcome(res, text.rstrip('\n'))
 
 def convert_parser() -> Parser:
     p = make_parser('convert-checkpoint', 'A release checkpoint (.pth, as MMAction2 saves it) rewritten as safetensors '

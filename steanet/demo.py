@@ -17,7 +17,8 @@ from einops import rearrange, reduce
 from .config import ExperimentConfig, atomic_write, cache_dir, get_preset, make_config, project_dir
 from .synthetic import make_synthetic_dataset
 from .data import DataError, prepare_data
-from .train import eval_checkpoint, fit
+from .infer import eval_checkpoint
+from .train import fit
 from . import tracking
 
 # %% auto #0

@@ -14,14 +14,12 @@ from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, 
                             project_dir, redact)
 
 # %% auto #0
-__all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'MODEL_NAME', 'TrackingError', 'tracking_uri', 'artifact_location',
-           'check_tracking', 'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run',
-           'start_system_metrics', 'stop_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead',
-           'close_dead_runs', 'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure',
-           'curves_figure', 'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step',
-           'log_epoch', 'log_test', 'log_run_end', 'log_run_error', 'prob_columns', 'backbone_file', 'model_artifacts',
-           'model_signature', 'model_requirements', 'video_probabilities', 'predictions_frame', 'check_backbone_file',
-           'log_model', 'register_model', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
+__all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking',
+           'use_tracking_uri', 'sqlite_init_lock', 'setup_mlflow', 'Run', 'start_run', 'start_system_metrics',
+           'stop_system_metrics', 'attach_run', 'open_run', 'worker_info', 'worker_is_dead', 'close_dead_runs',
+           'sigterm_as_interrupt', 'git_commit', 'records_hash', 'run_identity', 'confusion_figure', 'curves_figure',
+           'per_class_report', 'csv_text', 'write_predictions_csv', 'log_run_start', 'log_step', 'log_epoch',
+           'log_test', 'log_run_end', 'log_run_error', 'is_model_uri', 'resolve_checkpoint', 'log_checkpoint_use']
 
 # %% ../nbs/04_tracking.ipynb #a1db3828
 EXPERIMENT_KIND = ('mlflow.experimentKind', 'custom_model_development')  # MLflow 3's UI opens such an experiment on its runs
@@ -411,7 +409,7 @@ def csv_text(header: Sequence, rows: Iterable[Sequence]) -> str:
     return buf.getvalue()
 
 def write_predictions_csv(path, predictions: Sequence[dict]) -> Path:
-    """One row per video and rank of `predictions` as `steanet.train.predict_videos` returns them (`video`, `top`:
+    """One row per video and rank of `predictions` as `steanet.infer.predict_videos` returns them (`video`, `top`:
     `[{'class', 'prob'}]`, `error`), with `label` / `true_class` columns when they carry the true class (the test
     split); a video that failed gets one row with its error. Written atomically."""
     labelled = any('label' in p for p in predictions)
@@ -455,17 +453,15 @@ def log_test(run: Run, run_dir, metrics: dict, confusion, predictions: Sequence[
     write_predictions_csv(d / 'test_predictions.csv', predictions)
     for f in ('confusion.png', 'per_class.csv', 'test_predictions.csv'): run.log_artifact(d / f)
 
-def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float,
-                example_video=None):
-    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the
-    run's MLflow Model if `tracking.log_model` (`log_model`, with `example_video` as its input example; registered
-    as `tracking.register` when set), the total time; then FINISHED (a caller's run stays open)."""
+def log_run_end(run: Run, cfg: ExperimentConfig, run_dir, history: Sequence[dict], seconds: float):
+    """A finished run: the training curves (`curves.png`), the best checkpoint if `tracking.log_checkpoint`, the total
+    time; then FINISHED (a caller's run stays open). The run's MLflow Model is logged before, by
+    `steanet.infer.log_run_model` (the model's class lives with the inference it runs)."""
     d = Path(run_dir)
     if history:
         curves_figure(history).savefig(d / 'curves.png'); run.log_artifact(d / 'curves.png')
     if cfg.tracking.log_checkpoint:
         for f in ('best.safetensors', 'best.json'): run.log_artifact(d / f, 'checkpoint')
-    if cfg.tracking.log_model: log_model(run, cfg, d, example_video, cfg.tracking.register)
     run.log_metrics({'perf/total_s': seconds}, step=cfg.train.epochs, flush=True)
     run.end('FINISHED')
 
@@ -480,122 +476,6 @@ def log_run_error(run: Run, error: BaseException, stopped: bool = False):
     try:
         run.set_tags(tags); run.end('FAILED' if status == 'FAILED' else 'KILLED')
     except Exception as e: warnings.warn(f'MLflow run {run.run_id}: could not record how it ended ({e})')
-
-# %% ../nbs/04_tracking.ipynb #e14a0002
-MODEL_NAME = 'model'                 # the artifact name of a run's MLflow Model: runs:/<id>/model
-
-def prob_columns(class_names: Sequence[str]) -> list:
-    "The output columns of the per-class probabilities: `prob_<class>`, in the checkpoint's class order."
-    return [f'prob_{c}' for c in class_names]
-
-def backbone_file(cfg: ExperimentConfig) -> Optional[Path]:
-    "The local weights file `cfg.backbone.pretrained` names, or None (an open_clip tag, or a random backbone)."
-    ref = cfg.backbone.pretrained
-    return Path(ref).resolve() if ref and Path(ref).is_file() else None
-
-def model_artifacts(cfg: ExperimentConfig, run_dir) -> dict:
-    """What the model carries: the adapter checkpoint (`best.safetensors` + `best.json`), the run's `config.yaml`, and,
-    when `tracking.log_backbone` and the file is at most `tracking.backbone_max_mb`, the backbone weights file."""
-    d = Path(run_dir)
-    arts = {'adapters': str(d / 'best.safetensors'), 'adapters_json': str(d / 'best.json'), 'config': str(d / 'config.yaml')}
-    f = backbone_file(cfg)
-    if f is not None and cfg.tracking.log_backbone and f.stat().st_size <= cfg.tracking.backbone_max_mb * 2 ** 20:
-        arts['backbone'] = str(f)
-    return arts
-
-def model_signature(class_names: Sequence[str]):
-    "Input: a `video` column of file paths. Output: one row per video with the top `label`, its `prob`, every class's probability and an `error` (empty when the video was read)."
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    out = [ColSpec('string', 'video'), ColSpec('string', 'label'), ColSpec('double', 'prob'),
-           *[ColSpec('double', c) for c in prob_columns(class_names)], ColSpec('string', 'error')]
-    return ModelSignature(inputs=Schema([ColSpec('string', 'video')]), outputs=Schema(out))
-
-def model_requirements() -> list:
-    "The model's pip requirements, pinned to what is installed (stated, so MLflow does not import the model to infer them)."
-    from importlib.metadata import PackageNotFoundError, version
-    out = []
-    for name in ('mlflow', 'torch', 'torchvision', 'open_clip_torch', 'einops', 'safetensors', 'decord', 'av', 'pandas', 'numpy', 'pyyaml'):
-        try: out.append(f'{name}=={version(name)}')
-        except PackageNotFoundError: pass
-    return out
-
-# %% ../nbs/04_tracking.ipynb #e14a0004
-def video_probabilities(r, videos: Sequence) -> list:
-    """`(probs, error)` per video of a restored checkpoint `r` (`steanet.checkpoint.Restored`): the clips read as
-    `steanet predict` reads them (the checkpoint's test views and crops), the softmax averaged over the views; a
-    missing or unreadable file gives `(None, 'Type: message')`."""
-    import torch
-    from einops import rearrange
-    from steanet.data import VideoRecord, build_dataset
-    recs = [VideoRecord(str(Path(v).resolve()), 0, r.class_names[0]) for v in videos]
-    ds = build_dataset(r.cfg, 'test', records=recs, train=False, mean=r.mean, std=r.std)
-    dev = next(r.model.parameters()).device; out = []
-    for i, v in enumerate(videos):
-        try:
-            if not Path(v).exists(): raise FileNotFoundError(f'{v}: no such file')
-            x = ds[i]['video']
-            if x.ndim == 4: x = rearrange(x, 'c t h w -> 1 c t h w')   # one view; else (views, C, T, H, W)
-            with torch.no_grad(): p = r.model(x.to(dev)).float().softmax(-1).mean(0).cpu()
-            out.append((p, None))
-        except Exception as e: out.append((None, f'{type(e).__name__}: {e}'))
-    return out
-
-def predictions_frame(videos: Sequence, probs: Sequence, class_names: Sequence[str]):
-    "The model's output: a DataFrame with one row per video (see `model_signature`)."
-    import pandas as pd
-    cols = prob_columns(class_names); rows = []
-    for v, (p, err) in zip(videos, probs):
-        if p is None: rows.append({'video': str(v), 'label': '', 'prob': float('nan'), **{c: float('nan') for c in cols}, 'error': err})
-        else:
-            j = int(p.argmax())
-            rows.append({'video': str(v), 'label': class_names[j], 'prob': float(p[j]),
-                         **{c: float(q) for c, q in zip(cols, p.tolist())}, 'error': ''})
-    return pd.DataFrame(rows, columns=['video', 'label', 'prob', *cols, 'error'])
-
-def check_backbone_file(path, meta: dict) -> None:
-    "Refuse a backbone weights file whose sha256 is not the one the checkpoint JSON `meta` recorded."
-    from steanet.checkpoint import CheckpointError
-    from steanet.model import file_sha256
-    want, got = (meta.get('backbone') or {}).get('sha256'), file_sha256(path)
-    if want and got != want:
-        raise CheckpointError(f'{path}: backbone sha256 {got[:16]}.. differs from the {want[:16]}.. this model was '
-                              f'trained on; log the model again with the right weights (or restore that file)')
-
-def _model_class():
-    "`SteanetModel`, built on first use: importing `mlflow.pyfunc` costs seconds that most users of this room do not need."
-    import mlflow.pyfunc, pandas as pd
-
-    class SteanetModel(mlflow.pyfunc.PythonModel):
-        """A steanet run as an MLflow `pyfunc` model: `load_context` restores the adapter checkpoint onto its backbone
-        (the logged weights file, checked by sha256, else the reference in the checkpoint JSON, which
-        `restore_checkpoint` checks); `predict` takes a DataFrame with a `video` column of file paths."""
-        def load_context(self, context):
-            from steanet.checkpoint import read_checkpoint_meta, restore_checkpoint
-            arts = context.artifacts; bb = arts.get('backbone')
-            if bb: check_backbone_file(bb, read_checkpoint_meta(arts['adapters'])[1])
-            self.restored = restore_checkpoint(arts['adapters'], ['data.bad_items=raise'], backbone_weights=bb, device='auto',
-                                               files=True)
-
-        def predict(self, context, model_input, params=None):
-            df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-            if 'video' not in df.columns:
-                raise ValueError(f'steanet model: the input needs a `video` column of file paths (got {list(df.columns)})')
-            videos = [str(v) for v in df['video']]
-            return predictions_frame(videos, video_probabilities(self.restored, videos), self.restored.class_names)
-        # a DataFrame hint, from which MLflow infers nothing (the logged signature says what goes in and out); without
-        # one MLflow prints a note per process. Set as an object: this module's annotations are strings
-        predict.__annotations__ = {'model_input': pd.DataFrame}
-
-    SteanetModel.__module__, SteanetModel.__qualname__ = 'steanet.tracking', 'SteanetModel'
-    return SteanetModel
-
-def __getattr__(name):
-    "`steanet.tracking.SteanetModel` (so pickles of the model name it by module and name, and it is built once)."
-    if name == 'SteanetModel':
-        cls = globals()['SteanetModel'] = _model_class()
-        return cls
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 # %% ../nbs/04_tracking.ipynb #e14a0006
 @contextlib.contextmanager
@@ -614,42 +494,6 @@ def _quiet_mlflow():
         for n, l in levels.items(): logging.getLogger(n).setLevel(l)
         if saved is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
         else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = saved
-
-def log_model(run: Run, cfg: ExperimentConfig, run_dir, example_video=None, register: Optional[str] = None) -> Optional[str]:
-    """Log the run's MLflow Model (`runs:/<id>/model`): `SteanetModel` with `model_artifacts`, `model_signature`, an
-    input example (`example_video`, one of the run's videos) and pinned requirements; with `register`, also a new
-    version of that registered model. Returns the model URI (None when the run is not tracked)."""
-    if not run.active: return None
-    import mlflow, pandas as pd
-    from mlflow.models import Model
-    meta = json.loads((Path(run_dir) / 'best.json').read_text())
-    use_tracking_uri(run.uri)
-    example = pd.DataFrame({'video': [str(Path(example_video).resolve())]}) if example_video else None
-    exp_id = run.client.get_run(run.run_id).info.experiment_id
-    with _quiet_mlflow():
-        # the model belongs to the run's experiment (MLflow would otherwise put it in the active, i.e. Default, one)
-        lm = mlflow.initialize_logged_model(name=MODEL_NAME, source_run_id=run.run_id, experiment_id=exp_id,
-                                            params=run.client.get_run(run.run_id).data.params)
-        Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run.run_id, model_id=lm.model_id,
-                  python_model=__getattr__('SteanetModel')(), artifacts=model_artifacts(cfg, run_dir),
-                  signature=model_signature(meta['class_names']), input_example=example,
-                  pip_requirements=model_requirements(),
-                  metadata={'steanet_backbone': meta['backbone'], 'steanet_variant': meta['variant']})
-    run.set_tags({'steanet.model_uri': f'runs:/{run.run_id}/{MODEL_NAME}'})
-    if register: register_model(run, register)
-    return f'runs:/{run.run_id}/{MODEL_NAME}'
-
-def register_model(run: Run, name: str) -> str:
-    "Register `runs:/<id>/model` of `run` as a new version of `name`; returns `models:/<name>/<version>`."
-    import mlflow
-    use_tracking_uri(run.uri)
-    try:
-        with sqlite_init_lock(run.uri): v = mlflow.register_model(f'runs:/{run.run_id}/{MODEL_NAME}', name)
-    except Exception as e:
-        raise TrackingError(f'MLflow registry of {run.uri}: cannot register run {run.run_id} as {name!r} '
-                            f'({type(e).__name__}: {str(e)[:300]})') from None
-    run.set_tags({'steanet.registered_model': f'models:/{name}/{v.version}'})
-    return f'models:/{name}/{v.version}'
 
 # %% ../nbs/04_tracking.ipynb #e14a0008
 def is_model_uri(ref) -> bool:

@@ -74,7 +74,7 @@ def test_console_script_help():
 # rooms come in their own order, then the package itself (`steanet.data`, which re-exports them).
 ROOMS = ['steanet', 'steanet.config', 'steanet.adapters', 'steanet.model', 'steanet.checkpoint',
          'steanet.data.records', 'steanet.data.video', 'steanet.data.clips', 'steanet.data.store', 'steanet.data.datasets',
-         'steanet.data.check', 'steanet.data', 'steanet.synthetic', 'steanet.tracking', 'steanet.train',
+         'steanet.data.check', 'steanet.data', 'steanet.synthetic', 'steanet.protocol', 'steanet.tracking', 'steanet.runtime', 'steanet.infer', 'steanet.train',
          'steanet.demo', 'steanet.tune', 'steanet.explain', 'steanet.bench', 'steanet.cli', 'steanet.testing']
 
 

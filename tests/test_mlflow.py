@@ -163,20 +163,37 @@ def _post_json(url: str, body: dict, timeout: float = 120) -> dict:
 
 
 def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
-    "`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts a fixture video."
+    """`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts the fixture videos,
+    and the served model, `steanet predict` and `steanet eval` (one inference function) agree on them to 1e-6."""
     import mlflow, pandas as pd
-    video, port = _video(fixtures_dir), _free_port()
+    from steanet.data import VideoRecord
+    from steanet.infer import eval_checkpoint
+    videos, port = sorted(str(v) for v in (fixtures_dir / 'videos').iterdir()), _free_port()
+    assert len(videos) >= 3, videos
     mlflow.set_tracking_uri(store['uri'])
-    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(pd.DataFrame({'video': [video]})).iloc[0]
+    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(pd.DataFrame({'video': videos}))
     cmd = [str(Path(sys.executable).parent / 'mlflow'), 'models', 'serve', '-m', f"runs:/{store['run_id']}/model",
            '--env-manager', 'local', '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
     with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}) as p:
-        out = _post_json(f'http://127.0.0.1:{port}/invocations', {'dataframe_split': {'columns': ['video'], 'data': [[video]]}})
-    [row] = out['predictions']
-    assert row['video'] == video and row['error'] == '' and row['label'] == ref['label']
-    probs = {k: v for k, v in row.items() if k.startswith('prob_')}
-    assert len(probs) == 8 and abs(sum(probs.values()) - 1) <= 1e-5
-    assert max(abs(v - ref[k]) for k, v in probs.items()) <= 1e-6
+        out = _post_json(f'http://127.0.0.1:{port}/invocations',
+                         {'dataframe_split': {'columns': ['video'], 'data': [[v] for v in videos]}})
+    served = {}
+    for row, (_, r) in zip(out['predictions'], ref.iterrows()):
+        assert row['error'] == '' and row['label'] == r['label']
+        probs = {k: v for k, v in row.items() if k.startswith('prob_')}
+        assert len(probs) == 8 and abs(sum(probs.values()) - 1) <= 1e-5
+        assert max(abs(v - r[k]) for k, v in probs.items()) <= 1e-6
+        served[row['video']] = {k[len('prob_'):]: v for k, v in probs.items()}
+    assert sorted(served) == videos
+    rc, txt, err = _main(['predict', '--json', '--no-mlflow', '--topk', '8', '--checkpoint', store['run_dir'], *videos])
+    assert rc == 0, err
+    predicted = {p['video']: _probs(p) for p in json.loads(txt.strip().splitlines()[-1])['predictions']}
+    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(v, 0, 'x') for v in videos], return_predictions=True)
+    assert (ev['n_videos'], ev['n_bad']) == (len(videos), 0)
+    evaluated = {p['video']: {t['class']: t['prob'] for t in p['top']} for p in ev['predictions']}
+    for v in videos:
+        for c, q in served[v].items():
+            assert abs(predicted[v][c] - q) <= 1e-6 and abs(evaluated[v][c] - q) <= 1e-6, (v, c)
 
 
 def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):

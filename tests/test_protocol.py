@@ -153,25 +153,29 @@ def test_global_batch_sets_the_accumulation():
 
 
 def test_metrics_match_scikit_learn_and_mmaction2():
-    "Random cases with ties and classes that occur only as predictions (or nowhere)."
+    """Random cases with ties and classes that occur only as predictions (or nowhere): top-k is sklearn's
+    `top_k_accuracy_score` (a tie goes to the higher class index), mean-class accuracy and macro-F1 are sklearn's macro
+    recall and F1 over one class set (labels or predictions), the mean-class accuracy also MMAction2's."""
     sk = pytest.importorskip('sklearn.metrics')
-    from steanet.train import classification_metrics
+    from steanet.infer import classification_metrics
     rng = np.random.default_rng(0)
     for case in range(60):
         K = int(rng.integers(2, 9)); n = int(rng.integers(1, 25))
         probs = rng.integers(0, 3, (n, K)).astype(np.float32)            # coarse values: many ties
         labels = rng.integers(0, max(1, K - 2), n)                        # the last classes never occur as labels
         m = classification_metrics(torch.tensor(probs), torch.tensor(labels), K)
-        pred = np.array([sorted(range(K), key=lambda j: (-p[j], j))[0] for p in probs])   # lower index wins a tie
-        assert m['top1'] == pytest.approx(float((pred == labels).mean()))
-        f1 = sk.f1_score(labels, pred, average='macro', labels=list(range(K)), zero_division=0)
-        assert m['macro_f1'] == pytest.approx(f1), case
+        ranked = np.argsort(probs, axis=1, kind='mergesort')[:, ::-1]      # sklearn's own ranking in top_k_accuracy_score
+        pred = ranked[:, 0]
+        assert m['top1'] == pytest.approx(float((pred == labels).mean())), case
+        if K > 2: assert m['top1'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=1, labels=range(K))), case
+        assert m['macro_f1'] == pytest.approx(sk.f1_score(labels, pred, average='macro', zero_division=0)), case
+        assert m['mean_class_acc'] == pytest.approx(sk.recall_score(labels, pred, average='macro', zero_division=0)), case
         seen = sorted(set(labels) | set(pred))                           # MMAction2: classes in labels or predictions
-        mca = sk.recall_score(labels, pred, average='macro', labels=seen, zero_division=0)
-        assert m['mean_class_acc'] == pytest.approx(mca), case
+        mmaction = np.mean([(pred[labels == c] == c).mean() if (labels == c).any() else 0.0 for c in seen])
+        assert m['mean_class_acc'] == pytest.approx(mmaction), case
         if K > 5:
-            top5 = np.array([sorted(range(K), key=lambda j: (-p[j], j))[:5] for p in probs])
-            assert m['top5'] == pytest.approx(float((top5 == labels[:, None]).any(1).mean()))
+            assert m['top5'] == pytest.approx(sk.top_k_accuracy_score(labels, probs, k=5, labels=range(K))), case
+            assert m['top5'] == pytest.approx(float((ranked[:, :5] == labels[:, None]).any(1).mean())), case
 
 
 # ---- issue 20: one split resolver; a single list never tests on its training videos; overlaps refused up front ----
@@ -295,3 +299,36 @@ def test_study_and_splits_use_the_resolver(synth, tmp_path):
     test = {r.path for r in resolve_splits(c).test}
     assert len(test) == 8 and not test & {r.path for r in tr + va} and len(tr) + len(va) == 24
     with pytest.raises(ConfigError, match='read the same test videos'): check_splits_differ(c, [1, 2])
+
+
+def test_config_show_splits(synth, tmp_path):
+    "`steanet config show --splits`: the splits a run would read and where each comes from, through the resolver."
+    import contextlib, io
+    from steanet.cli import main
+    ann = single_files(synth, tmp_path / 'ann')['mmaction']
+    argv = ['config', 'show', '--config', 'folder', '--splits', '--set', f'data.root={synth}', 'data.format=mmaction',
+            f'data.annotations={ann}']
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(argv)
+    assert rc == 1 and 'one list without a subset column' in err.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = main([*argv, 'data.test_fraction=0.25', '--json'])
+    res = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert rc == 0 and res['splits']['provenance']['test']['source'] == 'carve-out of train'
+    assert res['splits']['provenance']['test']['videos'] == 8 and res['config']['data']['test_fraction'] == 0.25
+
+
+def test_fit_makes_the_cli_preflight_checks(synth, tmp_path):
+    "fit() from a notebook checks what `steanet train` checks first: the weights file, data.root, the classes."
+    from steanet.config import ConfigError
+    from steanet.data import DataError
+    from steanet.train import fit
+    root = folder_dataset(synth, tmp_path / 'd')
+    for ov, err, msg in ((['backbone.pretrained=/no/such/weights.safetensors'], ConfigError, 'no such weights file'),
+                         (['data.root='], ConfigError, "data.root=''")):
+        with pytest.raises(err, match=msg): fit(make_config('folder', folder_overrides(root) + ov), run_dir=tmp_path / 'run', progress=False)
+    one = tmp_path / 'one'; (one / 'Joy').mkdir(parents=True); (one / 'Joy' / 'a.mp4').symlink_to(next(synth.glob('videos/joy/*.mp4')))
+    with pytest.raises(DataError, match='at least 2 class'):
+        fit(make_config('folder', folder_overrides(one)), run_dir=tmp_path / 'run', progress=False)
+    assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)

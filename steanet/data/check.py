@@ -152,9 +152,13 @@ def _records_to_check(dataset, cfg, records) -> tuple:
     records, seen, classes = [], set(), []
     for sub in ('train', 'val', 'test'):
         if has_subset(cfg, sub) is False or (sub == 'val' and not has_subset(cfg, sub)): continue   # class folders: what is there
+        from steanet.data.records import NoSplitError
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            rs, classes = load_records(cfg, sub)
+            try: rs, classes = load_records(cfg, sub)
+            except NoSplitError:                          # ONE list (issue 20): its videos are all in its train split
+                if sub == 'train': raise
+                continue
         records += [r for r in rs if r.path not in seen]; seen.update(r.path for r in rs)
     return records, classes
 

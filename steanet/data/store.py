@@ -217,8 +217,9 @@ def _config_records(cfg: ExperimentConfig) -> list:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore'); rs, _ = load_records(cfg, sub)
-        except DataError:
-            if sub == 'val': continue                   # most datasets have no val list
+        except DataError as e:
+            from steanet.data.records import NoSplitError
+            if sub == 'val' or isinstance(e, NoSplitError): continue   # no val list; ONE list: its test rows are train rows
             raise
         out += [r for r in rs if _norm(r.path) not in seen]; seen.update(_norm(r.path) for r in rs)
     return out
