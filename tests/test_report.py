@@ -98,3 +98,30 @@ def test_cli_json_last_line(store, tmp_path, monkeypatch):
     assert set(j['comparisons'][0]) >= {'a', 'b', 'diff', 'ci', 'p_mcnemar', 'p_paired', 'p_holm'} and j['run_id']
     assert '| steanet |' in err.getvalue() and 'baseline: linear_probe' in err.getvalue()
     assert (tmp_path / 'cli' / 'table.tex').read_text().startswith('\\begin{tabular}')
+
+
+def test_demo_ends_with_its_report(tmp_path):
+    """A tiny tracked demo (two variants) ends with the report of its runs: one row per variant whose numbers are the
+    runs' MLflow metrics exactly, and the McNemar comparison on their shared test videos."""
+    import torch
+    from mlflow.tracking import MlflowClient
+    from steanet.demo import run_demo
+    from steanet.testing import project_home
+    threads = torch.get_num_threads(); torch.set_num_threads(1)
+    try:
+        with project_home(tmp_path):
+            r = run_demo(overrides=['train.epochs=1', 'data.num_frames=4', 'tracking.log_model=false',
+                                    'tracking.system_metrics=false', f'data.root={tmp_path / "videos"}'],
+                         variants=('linear_probe', 'steanet'), n_per_class=2, test_per_class=2, video_frames=8,
+                         pretrain={'steps': 5, 'n_images': 256, 'batch_size': 32, 'cache': str(tmp_path / 'bb')},
+                         progress=False, publish=False)
+    finally: torch.set_num_threads(threads)
+    rep, c = r['report'], MlflowClient(r['tracking_uri'])
+    assert [g['by'] for g in rep['groups']] == ['linear_probe', 'steanet'] and rep['baseline'] == 'linear_probe'
+    for g in rep['groups']:
+        run = c.get_run(r['runs'][g['by']]['run_id'])
+        assert g['n'] == 1 and all(g[m]['mean'] == run.data.metrics[f'test/{m}'] for m in ('top1', 'mean_class_acc', 'macro_f1'))
+        assert g['top1']['ci_kind'].startswith('bootstrap') and g['tunable_params'] == int(run.data.tags['tunable_params'])
+    comp = rep['comparisons'][0]
+    assert comp['a'] == 'steanet' and comp['p_mcnemar'] is not None and comp['mcnemar'][0]['n'] == 16
+    assert c.get_run(rep['run_id']).data.tags['steanet.kind'] == 'report' and '| steanet |' in rep['markdown']
