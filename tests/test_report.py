@@ -125,3 +125,21 @@ def test_demo_ends_with_its_report(tmp_path):
     comp = rep['comparisons'][0]
     assert comp['a'] == 'steanet' and comp['p_mcnemar'] is not None and comp['mcnemar'][0]['n'] == 16
     assert c.get_run(rep['run_id']).data.tags['steanet.kind'] == 'report' and '| steanet |' in rep['markdown']
+
+
+def test_splits_ends_with_its_report(synth_root, tmp_path):
+    "`steanet splits` prints the report of its split runs: one row, n = the splits, the mean of their test top-1."
+    from test_train import two_split_lists
+    from steanet.cli import main
+    ov = tiny_overrides(synth_root, **{'tracking.enabled': 'true', 'train.epochs': 1, 'tracking.log_model': 'false',
+                                       'tracking.system_metrics': 'false', 'data.num_workers': 0})
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(['splits', '--config', 'demo', '--splits', '1,2', '--quiet', '--json', '--set', *ov,
+                   *two_split_lists(synth_root, tmp_path / 'lists')])
+    assert rc == 0, err.getvalue()[-2000:]
+    j = json.loads(out.getvalue().strip().splitlines()[-1])
+    g = j['report']['groups'][0]
+    assert g['by'] == 'steanet' and g['n'] == 2 and [r['split'] for r in g['replications']] == [1, 2]
+    assert g['top1']['mean'] == float(np.mean([j['splits'][s]['test/top1'] for s in ('1', '2')])) and g['top1']['ci']
+    assert '| steanet | 2 |' in err.getvalue() and 'steanet report --experiment' in err.getvalue()
