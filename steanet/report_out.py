@@ -61,7 +61,7 @@ def group_cells(rep: dict) -> list:
     "The cells of the groups table, as text."
     out = []
     for g in rep['groups']:
-        lab = g['label'] + (' (baseline)' if g['label'] == rep['baseline'] else '')
+        lab = g['label'] + (' (baseline)' if g['label'] == rep['baseline'] and rep['comparisons'] else '')
         out.append([lab, str(g['n']), _mean_std(g['top1']), _ci(g['top1']['ci'] if g['top1'] else None),
                     _mean_std(g['mean_class_acc']), _mean_std(g['macro_f1']), _count(g['tunable_params']),
                     _count(g['total_params']), _num(g['gflops'], 3), _num(g['train_s'], 0), _num(g['infer_clips_per_s'], 1)])
@@ -77,8 +77,9 @@ def table_notes(rep: dict) -> list:
     "What a reader needs to read the tables: the baseline, the kinds of interval and p, the report's own notes."
     kinds = sorted({g[m]['ci_kind'] for g in rep['groups'] for m in METRICS if g[m]})
     n = sorted({g['n'] for g in rep['groups']})
-    return [f"grouped by {', '.join(rep['by'])}; replications (split, seed) per group: {', '.join(map(str, n))}; "
-            f"baseline: {rep['baseline']}" + (' (fewest tunable parameters)' if rep.get('baseline_default', True) else ''),
+    base = (f"baseline: {rep['baseline']}" + (' (fewest tunable parameters)' if rep.get('baseline_default', True) else '')
+            if rep['comparisons'] else 'one group: nothing to compare')
+    return [f"grouped by {', '.join(rep['by'])}; replications (split, seed) per group: {', '.join(map(str, n))}; {base}",
             f"mean ± std (ddof = 1); {int(rep['level'] * 100)}% intervals: " + '; '.join(kinds),
             'comparisons on top-1; p paired t / Wilcoxon across the shared replications; p McNemar: exact, on the '
             'per-video correctness within each shared test list (discordant videos summed over lists); p Holm: Holm '

@@ -142,4 +142,4 @@ def test_splits_ends_with_its_report(synth_root, tmp_path):
     g = j['report']['groups'][0]
     assert g['by'] == 'steanet' and g['n'] == 2 and [r['split'] for r in g['replications']] == [1, 2]
     assert g['top1']['mean'] == float(np.mean([j['splits'][s]['test/top1'] for s in ('1', '2')])) and g['top1']['ci']
-    assert '| steanet (baseline) | 2 |' in err.getvalue() and 'steanet report --experiment' in err.getvalue()
+    assert '| steanet | 2 |' in err.getvalue() and 'one group: nothing to compare' in err.getvalue() and 'steanet report --experiment' in err.getvalue()
