@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #74096946
 from __future__ import annotations
-import copy, dataclasses, functools, json, math, os, re, reprlib, tempfile, typing
+import contextlib, copy, dataclasses, functools, json, math, os, re, reprlib, stat, sys, tempfile, typing
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -14,10 +14,11 @@ __all__ = ['VARIANTS', 'FORMATS', 'EXPLAIN_METHODS', 'ADAPTER_NAMES', 'NAME', 'L
            'DEVICE', 'PRUNER', 'OBJECTIVES', 'SECRET_MASK', 'PRESETS', 'RELEASE_DIFFERENCES', 'Rule', 'span', 'one_of',
            'text', 'items', 'checked', 'BackboneConfig', 'AdapterConfig', 'DataConfig', 'TrainConfig', 'TrackingConfig',
            'TuneConfig', 'ExplainConfig', 'ExperimentConfig', 'redact', 'redact_tree', 'SteanetError', 'ConfigError',
-           'connect_url', 'restore_secrets', 'one_line', 'config_from_dict', 'config_to_dict', 'redacted_dict',
-           'flatten_config', 'validate_config', 'atomic_write', 'new_output', 'config_yaml', 'save_config',
-           'load_config', 'merge_config', 'apply_overrides', 'list_presets', 'get_preset', 'make_config', 'show_config',
-           'resolved_config', 'diff_configs', 'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir']
+           'os_bytes', 'printable', 'RedactingStream', 'redacted_output', 'connect_url', 'restore_secrets', 'one_line',
+           'config_from_dict', 'config_to_dict', 'redacted_dict', 'flatten_config', 'vit_patch', 'validate_config',
+           'atomic_write', 'new_output', 'config_yaml', 'save_config', 'load_config', 'merge_config', 'apply_overrides',
+           'list_presets', 'get_preset', 'make_config', 'show_config', 'resolved_config', 'diff_configs',
+           'compare_to_release', 'markdown_table', 'project_dir', 'cache_dir', 'user_cache_dir']
 
 # %% ../nbs/00_config.ipynb #5a46d7db
 class Rule:
@@ -105,8 +106,8 @@ def checked(default, rule) -> Any:
 
 # %% ../nbs/00_config.ipynb #05da860c
 VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')                # the model's variants (steanet.model)
-FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')   # annotation formats (steanet.data)
-EXPLAIN_METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain
+FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic', 'store')   # annotation formats (steanet.data); store: the records a prepared store holds
+EXPLAIN_METHODS = ('relevance', 'rollout', 'ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain (relevance, rollout: STEANet only)
 ADAPTER_NAMES = ('s', 't', 'mlp', 'tea', 'sea')                          # steanet.tune's adapter keys
 NAME = text('a name of 1-100 letters, digits, ".", "_" or "-" (no spaces or slashes)', r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 LABEL = text('a label of 1-250 characters (no control characters)', r'[^\x00-\x1f\x7f]{1,250}')
@@ -133,6 +134,7 @@ class BackboneConfig:
     train_ln_post: bool = True                          # tune the final LayerNorm as the release does
     grad_checkpointing: bool = False                    # activation checkpointing per block (memory for compute)
     fast_attention: bool = True                         # F.scaled_dot_product_attention on the frozen qkv weights (steanet/aim)
+    recompute: str = checked('mlp', ('off', 'cheap', 'mlp'))  # what a steanet/aim training step keeps for backward (steanet.lean): off = plain autograd | cheap = norms, GELUs, convs and attention outputs recomputed (no GEMM) | mlp = also the frozen MLP's hidden layer (one extra GEMM a block); same numbers (< 1e-5), official untouched
     quick_gelu: Optional[bool] = None                   # MLP activation: None follows the weights (OpenAI CLIP: QuickGELU); True/False forces it
 
 @dataclass
@@ -154,7 +156,7 @@ class AdapterConfig:
 class DataConfig:
     "Where the videos are and how clips are read from them."
     dataset: str = checked('ve8', NAME)          # dataset name: the MLflow experiment's default name and the runs/<dataset>/ folder
-    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic
+    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic | store (data.store's own records)
     root: str = checked('data/ve8/videos', PATH) # video root (a run needs it: the folder preset leaves it '' for --set data.root=DIR)
     annotations: str = checked('data/ve8/splits', PATH)  # annotation folder or file (format-dependent); '' = root
     split: int = checked(1, '[1, 100]')          # split number (VE-8 has 1..10)
@@ -176,7 +178,7 @@ class DataConfig:
     decoder: str = checked('auto', ('auto', 'decord', 'pyav'))  # auto (decord, PyAV fallback) | decord | pyav
     decode_threads: int = checked(1, '[0, 64]')  # decoder threads per worker (0: the decoder decides)
     num_workers: int = checked(2, '[0, 256]')    # DataLoader workers
-    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (substitute another, counted) | raise
+    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (counted; training substitutes another, evaluation leaves it out) | raise
     val_fraction: float = checked(0.0, '[0, 1)') # carve a stratified validation split from train (0: none; see train.selection)
     test_fraction: float = checked(0.0, '[0, 0.5)')  # carve a stratified test split from a single list that has none (0: none; seed data.split_seed)
     split_seed: int = checked(0, '[0, 4294967295]')  # seed of every carve-out (test, then validation), independent of train.seed
@@ -249,8 +251,8 @@ class TuneConfig:
 @dataclass
 class ExplainConfig:
     "Captum attributions."
-    methods: tuple = checked(('ig', 'saliency', 'temporal'),
-                             items(str, EXPLAIN_METHODS, least=1, most=6, unique=True))  # which maps to compute: the cheap ones by default (occlusion, tokens, smoothgrad on request)
+    methods: tuple = checked(('relevance', 'ig', 'saliency', 'temporal'),
+                             items(str, EXPLAIN_METHODS, least=1, most=8, unique=True))  # which maps to compute: relevance and the cheap Captum ones by default (rollout, occlusion, tokens, smoothgrad on request)
     target: Optional[int] = checked(None, '[0, 100000]')  # class to explain; None: the predicted class
     ig_steps: int = checked(32, '[1, 10000]')    # Integrated Gradients steps
     internal_batch_size: int = checked(8, '[1, 4096]')  # IG internal batch (bounds memory)
@@ -273,19 +275,39 @@ class ExperimentConfig:
 
 # %% ../nbs/00_config.ipynb #c727c2ca
 SECRET_MASK = '***'
-_URL_SECRET = re.compile(r'(?P<keep>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)(?P<secret>[^\s/?#]*)(?=@)')
-_KEY_SECRET = re.compile(r'(?i)(?P<keep>(?<![A-Za-z0-9])[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api_?key|access_?key)'
-                         r'\s*=\s*)(?P<secret>[^\s&;\'"]+)')
+# a URL: a scheme, `://`, then everything up to white space or the next URL (a log line may hold several)
+_SCHEME = r'[A-Za-z][A-Za-z0-9+.\-]*://'
+_URL = re.compile(r'(?<![A-Za-z0-9+.\-])(?P<scheme>' + _SCHEME + r')(?P<rest>(?:(?!(?<![A-Za-z0-9+.\-])' + _SCHEME + r')\S)*)')
+# a user name alone before `@` is a name, not a secret, only in database URLs (SQLAlchemy dialects; libpq, ~/.pgpass)
+_USER_SCHEMES = frozenset('postgresql postgres mysql mariadb mssql oracle sqlite cockroachdb redshift'.split())
+_KEY = r'[A-Za-z0-9_\-]*(?:password|passwd|pwd|secret|token|api_?key|access_?key|private_?key|credentials?|signature)'
+_VALUE = r'(?P<secret>"[^"]*"|\'[^\']*\'|[^\s&;\'",}]+)'
+_KEY_SECRET = re.compile(r'(?i)(?P<keep>(?<![A-Za-z0-9_\-])(?:(?P<q>["\'])' + _KEY + r'(?P=q)\s*[:=]\s*|' + _KEY + r'\s*=\s*))' + _VALUE)
+
+def _mask_userinfo(scheme: str, rest: str) -> str:
+    "`rest` (what follows `scheme://`) with the password of its userinfo, or a token-only userinfo, masked."
+    at = rest.rfind('@')   # the last `@`: a password may hold `@`, `/`, `#`, `?`, `:` unescaped (SQLAlchemy takes them)
+    if at < 0 or rest.startswith('/'): return rest                  # no userinfo (file:///a@b, sqlite:////x@y)
+    user, colon, _ = rest[:at].partition(':')
+    if any(c in user for c in '/?#'): return rest                    # an `@` in the path (http://host/a@b)
+    if colon: return f'{user}:{SECRET_MASK}{rest[at:]}'
+    base = scheme[:-3].split('+', 1)[0].lower()
+    return rest if base in _USER_SCHEMES or user == SECRET_MASK else SECRET_MASK + rest[at:]   # http://TOKEN@host
 
 def redact(text):
-    "`text` with URL passwords (`user:***@`) and `password=`-like values masked; anything but a string is returned as is."
-    if not isinstance(text, str): return text
-    text = _URL_SECRET.sub(lambda m: m['keep'] + SECRET_MASK, text)
+    """`text` with every credential masked: the password of any URL's userinfo (any characters, `user:***@`), a
+    token-only userinfo outside database URLs (`https://***@host`), and the value of `password=`-like parameters
+    (query, DSN or JSON: `password`, `pwd`, `secret`, `token`, `api_key`, ... with any prefix). A text that is one URL
+    (a config value) may hold white space in its password. Idempotent; anything but a string is returned as is."""
+    if not isinstance(text, str) or not text: return text
+    whole = re.fullmatch(r'\s*(' + _SCHEME + r')([^\n]*?)\s*', text)
+    if whole and ' ' in whole[2]: text = text.replace(whole[2], _mask_userinfo(whole[1], whole[2]), 1)
+    text = _URL.sub(lambda m: m['scheme'] + _mask_userinfo(m['scheme'], m['rest']), text)
     return _KEY_SECRET.sub(lambda m: m['keep'] + SECRET_MASK, text)
 
 def redact_tree(obj):
-    "A copy of nested dicts/lists/tuples with every string value `redact`ed (keys kept)."
-    if isinstance(obj, dict): return {k: redact_tree(v) for k, v in obj.items()}
+    "A copy of nested dicts/lists/tuples with every string (values and keys) `redact`ed."
+    if isinstance(obj, dict): return {redact(k): redact_tree(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return type(obj)(redact_tree(v) for v in obj)
     return redact(obj)
 
@@ -298,13 +320,65 @@ class SteanetError(Exception):
 class ConfigError(SteanetError, ValueError):
     "A config file, key or value that steanet cannot use; the message says which and how to fix it."
 
+# %% ../nbs/00_config.ipynb #557579d6
+def os_bytes(text) -> bytes:
+    "`text` as the bytes the OS gave (a name that is not UTF-8 comes back byte for byte from its surrogate escapes)."
+    try: return str(text).encode('utf-8', 'surrogateescape')
+    except UnicodeEncodeError: return str(text).encode('utf-8', 'surrogatepass')
+
+def printable(text):
+    """`text` with the bytes of a name that is not UTF-8 (surrogate escapes, as the OS gives such names) shown as
+    `\\xNN`: what a console, a log, an MLflow param or tag can hold. Anything but a string is returned as is."""
+    if not isinstance(text, str): return text
+    try: text.encode('utf-8'); return text
+    except UnicodeEncodeError: return os_bytes(text).decode('utf-8', 'backslashreplace')
+
+class RedactingStream:
+    """A text stream that `redact`s what passes through it on the way to `stream`, a line at a time (a URL printed in
+    pieces is masked whole; a progress bar's `\r` ends a line too), and shows a file name that is not UTF-8 as
+    `printable` (a console cannot encode it); `flush` writes out what is pending."""
+    def __init__(self, stream): self.stream, self._pending = stream, ''
+    def write(self, s) -> int:
+        if not isinstance(s, str): return self.stream.write(s)
+        self._pending += s
+        cut = max(self._pending.rfind('\n'), self._pending.rfind('\r')) + 1
+        if cut: done, self._pending = self._pending[:cut], self._pending[cut:]; self.stream.write(printable(redact(done)))
+        return len(s)
+    def writelines(self, lines):
+        for line in lines: self.write(line)
+    def flush(self):
+        if self._pending: done, self._pending = self._pending, ''; self.stream.write(printable(redact(done)))
+        self.stream.flush()
+    def __getattr__(self, name): return getattr(self.stream, name)   # encoding, isatty, fileno, buffer, ...
+
+@contextlib.contextmanager
+def redacted_output():
+    """`sys.stdout`, `sys.stderr` and every logging handler that writes to them pass through `redact` inside the block:
+    whatever a library prints (MLflow's run-URL line, a driver's warning, a traceback) shows no credential. The
+    streams are restored (and flushed) at the end; nested use is a no-op."""
+    import logging
+    if isinstance(sys.stdout, RedactingStream) or isinstance(sys.stderr, RedactingStream): yield; return
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(saved[0]), RedactingStream(saved[1])
+    handlers = [ref() for ref in list(logging._handlerList)]
+    moved = [(h, h.stream) for h in handlers if isinstance(h, logging.StreamHandler) and getattr(h, 'stream', None) in saved]
+    for h, s in moved: h.setStream(sys.stdout if s is saved[0] else sys.stderr)
+    try: yield
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            try: s.flush()
+            except Exception: pass
+        for h, s in moved: h.setStream(s)
+        sys.stdout, sys.stderr = saved
+
 # %% ../nbs/00_config.ipynb #b4845a8f
-_MASKED_PASSWORD = re.compile(r'(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*):' + re.escape(SECRET_MASK) + r'@')
+_MASKED_PASSWORD = re.compile(r'(\b' + _SCHEME + r'[^\s:/?#@]*):' + re.escape(SECRET_MASK) + r'@')
+_MASKED_TOKEN = re.compile(r'(\b' + _SCHEME + r')' + re.escape(SECRET_MASK) + r'@')
 
 def connect_url(url):
     "`url` with a masked password (`user:***@`, `password=***`) left out, so the driver reads it from its own place."
     if not isinstance(url, str) or SECRET_MASK not in url: return url
-    url = _MASKED_PASSWORD.sub(r'\1@', url)
+    url = _MASKED_TOKEN.sub(r'\1', _MASKED_PASSWORD.sub(r'\1@', url))
     base, q, query = url.partition('?')
     if not q: return url
     keep = [p for p in query.split('&') if p.partition('=')[2] != SECRET_MASK]
@@ -460,8 +534,47 @@ def _validate_section(obj, where: str):
         try: setattr(obj, f.name, _check_value(v, tp, rule))
         except _Bad: raise ConfigError(_bad_value(key, v, tp, rule)) from None
 
+@functools.lru_cache(maxsize=64)
+def _file_vit_cfg(name: str) -> Optional[dict]:
+    "The `vision_cfg` of backbone `name` from open_clip's JSON config or steanet's tiny configs, read as data: no torch."
+    import ast, importlib.util
+    try:
+        spec = importlib.util.find_spec('open_clip')
+        j = Path(spec.submodule_search_locations[0]) / 'model_configs' / f'{name}.json' if spec else None
+        if j is not None and j.is_file(): return json.loads(j.read_text()).get('vision_cfg')
+        src = Path(importlib.util.find_spec('steanet').submodule_search_locations[0]) / 'model.py'
+        for node in ast.parse(src.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, 'id', None) == 'TINY_CONFIGS' for t in node.targets):
+                return (ast.literal_eval(node.value).get(name) or {}).get('vision_cfg')
+    except Exception: return None     # unknown here: the model build says what is wrong
+    return None
+
+def vit_patch(name: str) -> Optional[int]:
+    """The patch size (px) of the ViT backbone `name`, from the open_clip registry when it is loaded (configs a session
+    registered too), else from the config files; None for a name not known here (or not a ViT)."""
+    reg = getattr(sys.modules.get('open_clip.factory'), '_MODEL_CONFIGS', None)
+    v = (reg.get(name) or {}).get('vision_cfg') if reg is not None and name in reg else _file_vit_cfg(name)
+    p = (v or {}).get('patch_size')
+    return p if isinstance(p, int) and p > 0 else None
+
+def _size_checks(cfg: ExperimentConfig):
+    "Frame sizes that a model can use: crops that tile the backbone's patch grid, a resize no smaller than the crop."
+    d, b = cfg.data, cfg.backbone
+    for key, side in (('data.short_side', d.short_side), ('data.test_short_side', d.test_short_side)):
+        if side and side < d.input_size:
+            raise ConfigError(f'{key}={side} is below the crop (data.input_size={d.input_size}): frames resized to '
+                              f'{side} px cannot give {d.input_size} px crops; set {key} >= {d.input_size} (0 keeps the decoded size)')
+    p = vit_patch(b.name)
+    if p is None: return
+    for key, size in (('data.input_size', d.input_size), ('backbone.image_size', b.image_size)):
+        if size is not None and size % p:
+            near = sorted({max(p, size // p * p), (size // p + 1) * p})
+            raise ConfigError(f'{key}={size} does not tile the {p} px patch grid of backbone {b.name}; use a multiple '
+                              f'of {p} (e.g. {" or ".join(map(str, near))})')
+
 def _cross_checks(cfg: ExperimentConfig, run: bool):
     t, d = cfg.train, cfg.data
+    _size_checks(cfg)
     if t.min_lr > t.lr: raise ConfigError(f'train.min_lr={t.min_lr}: must be at most train.lr ({t.lr})')
     if t.global_batch is not None:
         if t.grad_accum != 1:
@@ -469,7 +582,7 @@ def _cross_checks(cfg: ExperimentConfig, run: bool):
                               f'({t.global_batch}); the accumulation follows from it')
         if t.global_batch % t.batch_size:
             raise ConfigError(f'train.global_batch={t.global_batch}: must be a multiple of train.batch_size ({t.batch_size})')
-    if run and not d.root.strip():
+    if run and not d.root.strip() and d.format != 'store':         # a store names its sources itself (03g)
         raise ConfigError("data.root='': set it to your videos folder, e.g. --set data.root=/path/to/videos")
 
 def validate_config(cfg: ExperimentConfig, run: bool = False) -> ExperimentConfig:
@@ -488,7 +601,7 @@ def atomic_write(path, data: Union[bytes, str], encoding='utf-8') -> Path:
     """Write `data` to `path` through a temp file + rename; a crash leaves the old file (or none), never half a file.
     A failed write (a full disk, a read-only folder) raises `OSError` naming `path`."""
     path = Path(path)
-    if isinstance(data, str): data = data.encode(encoding)
+    if isinstance(data, str): data = data.encode(encoding, 'surrogateescape')   # a file name that is not UTF-8: its bytes
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -733,7 +846,7 @@ RELEASE_DIFFERENCES = {
     'adapters.variant': "steanet undoes the release's memory reinterpretations (TEA mixes frames, channels and samples; SEA scrambles the patch grid) and drops the last block's dead SEA",
     'adapters.tea_kernel': "the release's TEA convolution has kernel 1 (no temporal context); ours spans 3 frames",
     'adapters.sea_kernel': "the release's SEA convolution has kernel 1 (no spatial context); ours spans 3x3 patches",
-    'data.sampling': 'TSN segments spread the 16 frames over the whole video; dense 16x16 sees 256 consecutive frames (about 10 s at 25 fps)',
+    'data.sampling': "TSN segments spread the 16 frames over the whole video; the release's dense 16x16 is MMAction2 0.x SampleFrames (a 256-frame window, about 10 s at 25 fps; random start in training, truncated evenly spread starts at test, frame 0 for videos shorter than 255 frames; tested against MMAction2's code)",
     'data.num_clips': 'one test view is 10x cheaper; `steanet eval --views 10` gives the release\'s 10 clips',
     'data.test_short_side': 'ours tests at the training scale (short side 256, centre 224 crop); the release resizes to 224 so its crop sees the whole short side',
     'data.scale_range': "ours keeps at least a quarter of the frame in a crop (faces and colour survive); 0.08 is MMAction2's ImageNet default",
@@ -768,3 +881,19 @@ def cache_dir(*parts) -> Path:
     "`<project>/.cache/steanet/<parts>` (created)."
     p = project_dir().joinpath('.cache', 'steanet', *parts); p.mkdir(parents=True, exist_ok=True)
     return p
+
+def user_cache_dir(*parts) -> Path:
+    """A private per-user cache, `$STEANET_CACHE`, else `$XDG_CACHE_HOME/steanet`, else `~/.cache/steanet` (then
+    `<parts>`): every folder of it is created 0700 and must be this user's and closed to others, so nothing another
+    account placed there (a shared `/tmp` path could hold anything) is ever read as ours. A folder that is not is a
+    `ConfigError` naming it and the fix."""
+    base = os.environ.get('STEANET_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'steanet'
+    p = Path(base).expanduser().absolute()
+    for d in [p, *(p.joinpath(*parts[:i + 1]) for i in range(len(parts)))]:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise ConfigError(f'cache folder {d} is not a folder of this user (a link, or made by another account); '
+                              f'remove it, or point $STEANET_CACHE at a folder of your own')
+        if st.st_mode & 0o077: os.chmod(d, 0o700)       # ours but open to others: close it before anything is read
+    return p.joinpath(*parts)

@@ -20,11 +20,12 @@ __all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'tiny_overrides',
 # %% ../nbs/10_testing.ipynb #1c9c5cfa
 @contextlib.contextmanager
 def project_home(path=None):
-    "Within the block, `STEANET_HOME` is `path` (a new temp dir if None) and `MLFLOW_TRACKING_URI` is unset; yields the folder."
-    saved = {k: os.environ.pop(k, None) for k in ('STEANET_HOME', 'MLFLOW_TRACKING_URI')}
+    """Within the block, `STEANET_HOME` is `path` (a new temp dir if None), the private cache `STEANET_CACHE` is
+    `<path>/.user-cache` and `MLFLOW_TRACKING_URI` is unset; yields the folder."""
+    saved = {k: os.environ.pop(k, None) for k in ('STEANET_HOME', 'STEANET_CACHE', 'MLFLOW_TRACKING_URI')}
     home = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix='steanet-home-'))
     home.mkdir(parents=True, exist_ok=True)
-    os.environ['STEANET_HOME'] = str(home)
+    os.environ['STEANET_HOME'], os.environ['STEANET_CACHE'] = str(home), str(home / '.user-cache')
     try: yield home
     finally:
         for k, v in saved.items():
@@ -92,7 +93,8 @@ class ToyVideoNet(nn.Module):
 # %% ../nbs/10_testing.ipynb #e14b0002
 _PYFUNC_PREDICT = ('import json, sys, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); '
                    'm = mlflow.pyfunc.load_model(sys.argv[2]); '
-                   'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records", double_precision=15))')
+                   'from steanet.serving import video_frame; '
+                   'print(m.predict(video_frame(sys.argv[3:], sys.argv[3:])).to_json(orient="records", double_precision=15))')
 
 def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
     """stdout of `python <args>` in a new interpreter (this one's, importing this steanet checkout), one thread, no
@@ -107,7 +109,7 @@ def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
     return r.stdout
 
 def pyfunc_predictions(uri: str, model_uri: str, videos) -> list:
-    "Rows of `mlflow.pyfunc.load_model(model_uri).predict(DataFrame(video=videos))`, computed in a fresh process."
+    "Rows of `mlflow.pyfunc.load_model(model_uri).predict(serving.video_frame(videos))` (the files as bytes), in a fresh process."
     import json
     return json.loads(_fresh(['-c', _PYFUNC_PREDICT, uri, model_uri, *map(str, videos)]).strip().splitlines()[-1])
 

@@ -11,7 +11,7 @@ from typing import Iterable, Optional, Sequence
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 
 from .config import (ExperimentConfig, SteanetError, atomic_write, connect_url, flatten_config, one_line,
-                            project_dir, redact)
+                            os_bytes, printable, project_dir, redact, user_cache_dir)
 
 # %% auto #0
 __all__ = ['EXPERIMENT_KIND', 'DEFAULT_URI', 'OWNER_TAG', 'TrackingError', 'tracking_uri', 'artifact_location', 'check_tracking',
@@ -78,6 +78,7 @@ def _check_folder(uri: str):
     "The folder of a sqlite or file store (created if missing)."
     if uri.startswith('sqlite:'):
         p = uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else ''
+        p = p.partition('?')[0]                  # the database file: a query (`?password=...`) is no part of it
         if p in ('', ':memory:'): return
         Path(p).parent.mkdir(parents=True, exist_ok=True)
     else: Path(uri[len('file://'):] if uri.startswith('file://') else uri.removeprefix('file:')).mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,10 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f'MLflow store {uri} is not reachable ({one_line(e, 200)}); {start}{_FIX}') from None
 
 # %% ../nbs/04_tracking.ipynb #7c57e607
+# MLflow's own '🏃 View run <name> at: <server URL>' lines (printed for an HTTP store) would show the URL's password;
+# steanet prints its own run line, redacted. (`redacted_output` masks them too, should this variable be set to false.)
+os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
+
 def use_tracking_uri(uri: str):
     """Point MLflow's fluent API (`mlflow.pyfunc`, `mlflow.models`) at `uri` without leaving it in `$MLFLOW_TRACKING_URI`
     (`mlflow.set_tracking_uri` writes the variable), so one run's store never becomes the default of the next."""
@@ -124,7 +129,9 @@ def sqlite_init_lock(url: str):
     opening a fresh Optuna or MLflow store at once do not race (alembic would fail in all but one). No-op otherwise."""
     if not url.startswith('sqlite:///') or url.endswith(':memory:'): yield; return
     import fcntl
-    lock = Path(url[len('sqlite:///'):] + '.init.lock').resolve()
+    db = url[len('sqlite:///'):].partition('?')[0]   # the database file, never the URL: a query may hold a password
+    if db in ('', ':memory:'): yield; return
+    lock = Path(db + '.init.lock').resolve()
     if lock in _HELD_LOCKS: yield; return  # re-entrant within a process (flock would block on a second open)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, 'a') as f:
@@ -140,7 +147,7 @@ def setup_mlflow(cfg: ExperimentConfig, experiment: Optional[str] = None, check:
     for name in ('mlflow.store.db.utils', 'alembic.runtime.migration'):   # a fresh store's schema notes: not the user's concern
         logging.getLogger(name).setLevel(logging.WARNING)
     use_tracking_uri(uri)
-    name = experiment or cfg.tracking.experiment or cfg.data.dataset
+    name = redact(experiment or cfg.tracking.experiment or cfg.data.dataset)   # a name is stored and shown: no secret in it
     try:
         with sqlite_init_lock(uri):  # the first touch creates/migrates a fresh sqlite store: one process at a time
             client = _client(uri)
@@ -193,7 +200,7 @@ class Run:
     def log_artifact(self, path, artifact_path: Optional[str] = None):
         if self.active: self.client.log_artifact(self.run_id, str(path), artifact_path)
     def log_text(self, text: str, artifact_file: str):
-        if self.active: self.client.log_text(self.run_id, text, artifact_file)
+        if self.active: self.client.log_text(self.run_id, printable(redact(text)), artifact_file)
     def log_figure(self, fig, artifact_file: str):
         if self.active: self.client.log_figure(self.run_id, fig, artifact_file)
     def end(self, status: str = 'FINISHED'):
@@ -207,13 +214,14 @@ class Run:
         if not self.active: return None
         if self.uri and self.uri.startswith('http'):
             exp = self.client.get_run(self.run_id).info.experiment_id
-            return f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}'
+            return redact(f'{self.uri.rstrip("/")}/#/experiments/{exp}/runs/{self.run_id}')
         return None
 
 def _param_str(v) -> str:
-    "A param or tag value as MLflow stores it: text, credentials masked (`redact`), at most 6000 characters."
+    """A param or tag value as MLflow stores it: text, credentials masked (`redact`), a file name that is not UTF-8 shown
+    as `printable`, at most 6000 characters."""
     if isinstance(v, (list, tuple)): v = ','.join(map(str, v))
-    s = redact(str(v))
+    s = printable(redact(str(v)))
     return s if len(s) <= 6000 else s[:5997] + '...'
 
 def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_run_id: Optional[str] = None,
@@ -234,7 +242,7 @@ def start_run(cfg: ExperimentConfig, *, run_name: Optional[str] = None, parent_r
     t = {**(tags or {}), OWNER_TAG: json.dumps(worker_info())}
     if parent_run_id: t['mlflow.parentRunId'] = parent_run_id
     name = run_name or cfg.tracking.run_name or f'{cfg.adapters.variant}-{time.strftime("%Y%m%d-%H%M%S")}'
-    r = client.create_run(exp_id, run_name=name, tags={k: _param_str(v) for k, v in t.items()})
+    r = client.create_run(exp_id, run_name=_param_str(name), tags={k: _param_str(v) for k, v in t.items()})
     return start_system_metrics(Run(client, r.info.run_id, uri, owned=True), cfg)
 
 def start_system_metrics(run: Run, cfg: ExperimentConfig, resume: bool = False) -> Run:
@@ -325,14 +333,15 @@ def close_dead_runs(client, experiment_id: str) -> list:
     return closed
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    "Within the block SIGTERM raises `KeyboardInterrupt`, as Ctrl-C does (the main thread only; elsewhere a no-op)."
-    def handler(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
-    try: old = signal.signal(signal.SIGTERM, handler)
-    except ValueError: old = None  # not the main thread
+def sigterm_as_interrupt(signals: tuple = (signal.SIGTERM,)):
+    """Within the block SIGTERM (and any other of `signals`, e.g. SIGINT to name it) raises `KeyboardInterrupt`
+    ('SIGTERM: interrupted'), as Ctrl-C does (the main thread only; elsewhere a no-op)."""
+    def handler(signum, frame): raise KeyboardInterrupt(f'{signal.Signals(signum).name}: interrupted')
+    try: old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError: old = {}  # not the main thread
     try: yield
     finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)
+        for s, h in old.items(): signal.signal(s, h)
 
 # %% ../nbs/04_tracking.ipynb #1760fa88
 def git_commit(path=None) -> Optional[str]:
@@ -349,7 +358,7 @@ def git_commit(path=None) -> Optional[str]:
 def records_hash(records: Iterable) -> str:
     "sha256 (16 hex) over the (path, label) pairs of a record list: two runs on the same data share it."
     h = hashlib.sha256()
-    for r in records: h.update(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'.encode())
+    for r in records: h.update(os_bytes(f'{getattr(r, "path", r)}\t{getattr(r, "label", "")}\n'))   # a name's own bytes
     return h.hexdigest()[:16]
 
 def run_identity(records: Iterable) -> dict:
@@ -427,6 +436,8 @@ def log_run_start(run: Run, cfg: ExperimentConfig, meta: dict, run_dir, tags: Op
     checkpoint JSON `meta`), the run folder, and the caller's `tags`; the run folder's `config.yaml` as an artifact."""
     bb = meta['backbone']
     run.log_params(flatten_config(cfg))
+    from steanet.data.store import store_run_params          # a run that reads a store: its fps and its sources' (03g)
+    run.log_params(store_run_params(cfg))
     run.set_tags({'variant': meta['variant'], 'backbone': bb['name'], 'backbone_pretrained': bb['pretrained'] or 'random',
                   'backbone_sha256': bb['sha256'], 'backbone_state_sha256': bb['state_sha256'],
                   'git_commit': meta.get('git_commit'), 'dataset': cfg.data.dataset, 'dataset_hash': meta.get('dataset_hash'),
@@ -502,8 +513,10 @@ def is_model_uri(ref) -> bool:
 
 def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optional[ExperimentConfig] = None) -> tuple:
     """`(checkpoint, backbone_weights)` for eval, predict and explain: a run folder or file is returned as it is; an
-    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is downloaded (MLflow's artifact download, into `<tmp>/steanet-models/`) and stands for its
-    adapter checkpoint, and for its backbone file when the model carries one (unless `backbone_weights` is given)."""
+    MLflow model URI (`models:/NAME/<version>`, `models:/NAME/<alias>` or `models:/NAME@alias`, `runs:/<id>/model`) is
+    downloaded (MLflow's artifact download, into a fresh folder of the private per-user cache, `user_cache_dir('models')`)
+    and stands for its adapter checkpoint, and for its backbone file when the model carries one whose sha256 is the one
+    the checkpoint names (unless `backbone_weights` is given)."""
     if not is_model_uri(ref): return ref, backbone_weights
     import mlflow, re
     m = re.fullmatch(r'models:/([^/@]+)/([^/]+)', ref)
@@ -511,8 +524,10 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
         ref = f'models:/{m[1]}@{m[2]}'   # models:/NAME/<alias> as MLflow spells it: models:/NAME@alias
     from steanet.checkpoint import CheckpointError
     uri = tracking_uri(cfg); check_tracking(uri); use_tracking_uri(uri)
-    dst = Path(tempfile.gettempdir()) / 'steanet-models' / hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]
-    dst.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f'{uri}|{ref}'.encode()).hexdigest()[:16]      # a hash: no folder is named after a URL
+    dst = Path(tempfile.mkdtemp(prefix=f'{key}-', dir=user_cache_dir('models')))   # fresh, 0700: nothing placed there is read
+    for old in dst.parent.glob(f'{key}-*'):                             # earlier downloads of this model, a day old
+        if old != dst and time.time() - old.stat().st_mtime > 86400: __import__('shutil').rmtree(old, ignore_errors=True)
     try:
         with sqlite_init_lock(uri), _quiet_mlflow():
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(dst)))
@@ -521,8 +536,21 @@ def resolve_checkpoint(ref, backbone_weights: Optional[str] = None, cfg: Optiona
                               f'check the name/version/alias or run id, and MLFLOW_TRACKING_URI') from None
     st = local / 'artifacts' / 'best.safetensors'
     if not st.is_file(): raise CheckpointError(f'{ref}: not a steanet model (no artifacts/best.safetensors in it)')
-    bb = [p for p in (local / 'artifacts').iterdir() if p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
-    return str(st), backbone_weights or (str(bb[0]) if bb else None)
+    if backbone_weights: return str(st), backbone_weights
+    return str(st), _named_backbone(ref, st)
+
+def _named_backbone(ref: str, st: Path) -> Optional[str]:
+    "The backbone file a downloaded model carries, adopted only when its sha256 is the one its checkpoint names."
+    from steanet.checkpoint import CheckpointError, read_checkpoint_meta
+    from steanet.model import file_sha256
+    bb = [p for p in st.parent.iterdir() if p.is_file() and p.name not in ('best.safetensors', 'best.json', 'config.yaml')]
+    if not bb: return None
+    want = (read_checkpoint_meta(st)[1].get('backbone') or {}).get('sha256')
+    ok = [p for p in bb if want and file_sha256(p) == want]
+    if not ok:
+        raise CheckpointError(f'{ref}: the backbone weights it carries ({", ".join(p.name for p in bb)}) are not the ones '
+                              f'its checkpoint names (sha256 {want}); pass --backbone-weights PATH to the right file')
+    return str(ok[0])
 
 # %% ../nbs/04_tracking.ipynb #e14a000a
 def _trained_run(client, meta: dict) -> Optional[str]:
@@ -547,6 +575,8 @@ def log_checkpoint_use(cfg: ExperimentConfig, meta: dict, kind: str, checkpoint,
     with sigterm_as_interrupt():           # a SIGTERM while it logs ends the run KILLED, as Ctrl-C does
         try:
             run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
+            from steanet.data.store import store_run_params  # read from a store: how it was prepared (03g)
+            run.log_params(store_run_params(cfg))
             with tempfile.TemporaryDirectory() as d:
                 write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
                 run.log_artifact(Path(d) / f'{kind}_predictions.csv')

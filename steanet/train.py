@@ -22,7 +22,7 @@ from .config import (ExperimentConfig, ConfigError, SteanetError, apply_override
 from .model import backbone_frame_grid, build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
-from . import tracking
+from . import inputs, tracking
 from .protocol import DataError, check_splits_differ, preflight, resolve_splits   # the one split resolver
 from .runtime import (EpochBatches, GracefulStop, SeededItems, amp_dtype, derive_seed, dist_info, epoch_batches,
                              init_distributed, load_resume_state, make_loader, resolve_device, rng_state, save_resume_state,
@@ -31,10 +31,10 @@ from .infer import (EVAL_KEYS, READ_KEYS, classification_metrics, eval_checkpoin
                            log_run_model, log_test_reads, predict_videos, test_predictions)
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'RESUME_SAFE', 'param_groups', 'lr_at', 'TrainingDiverged', 'TrainingInterrupted', 'Training',
-           'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags', 'setup_run',
-           'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload',
-           'restore_training_state', 'find_run_dir', 'final_test', 'fit', 'check_input_size', 'run_splits']
+__all__ = ['RUN_FILES', 'RESUME_SAFE', 'RUN_MARKER', 'param_groups', 'lr_at', 'TrainingDiverged', 'TrainingInterrupted',
+           'Training', 'claim_run_dir', 'resume_config', 'run_inputs', 'setup_process', 'accum_steps', 'smoke_tags',
+           'setup_run', 'stop_here', 'train_one_epoch', 'validate', 'monitor_test', 'end_epoch', 'resume_payload',
+           'restore_training_state', 'find_run_dir', 'final_test', 'fit', 'check_input_size', 'at_once', 'run_splits']
 
 # %% ../nbs/05_train.ipynb #a44a0673
 _DECAY_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -132,10 +132,23 @@ RUN_FILES = ('best.safetensors', 'last.safetensors', 'resume.pt', 'best.json', '
 RESUME_SAFE = ('train.epochs', 'train.eval_every', 'tracking.log_every', 'tracking.log_checkpoint', 'data.num_workers',
                'data.decode_threads')   # what `--resume --set` may change mid-run (the rest would make it another run)
 
+RUN_MARKER = '.steanet-run'   # the first file of every run folder: ours even before its first checkpoint
+
+def _foreign_files(d: Path) -> list:
+    "What a folder holds that is not a steanet run: every entry, unless our marker says the folder is ours."
+    if not d.is_dir() or (d / RUN_MARKER).is_file(): return []
+    return sorted(os.fsdecode(e.name) for e in os.scandir(d))
+
 def claim_run_dir(run_dir, overwrite: bool = False) -> Path:
-    """`run_dir` for a new run: refused (`ConfigError`, nothing touched) when it already holds a run's checkpoints or
-    resume state, unless `overwrite`, which removes the files an earlier run wrote there (`RUN_FILES`)."""
+    """`run_dir` for a new run: refused (`ConfigError`, nothing touched) when it is a file, when it is not empty and
+    holds no run of ours (a user's own files: never written over, not even with `overwrite`), or when it already holds
+    a run's checkpoints or resume state, unless `overwrite`, which removes the files an earlier run wrote there
+    (`RUN_FILES`)."""
     d = Path(run_dir); held = [f for f in RUN_FILES[:3] if (d / f).exists()]
+    if d.exists() and not d.is_dir(): raise ConfigError(f'--run-dir {d} is a file; give a new or empty folder')
+    if not held and (foreign := _foreign_files(d)):
+        raise ConfigError(f'--run-dir {d} is not empty and holds no steanet run ({", ".join(foreign[:3])}'
+                          f'{", ..." if len(foreign) > 3 else ""}); nothing there is touched: give a new or empty folder')
     if not held: return d
     if not overwrite:
         raise ConfigError(f'{d} already holds a run ({", ".join(held)}); continue it with --resume {d}, replace it with '
@@ -193,12 +206,13 @@ def _run_folder(cfg: ExperimentConfig, run: tracking.Run, run_dir, rank: int, wo
         run_dir = Path(cfg.train.out_dir) / cfg.data.dataset / name
         if not run_dir.is_absolute(): run_dir = project_dir() / run_dir
         stem, k = run_dir, 1
-        while any((run_dir / f).exists() for f in RUN_FILES[:3]):   # a chosen name is never reused: -2, -3, ...
+        while run_dir.exists() and (any((run_dir / f).exists() for f in RUN_FILES[:3]) or _foreign_files(run_dir)):
+            # a chosen name is never reused, nor a folder of someone's own files: -2, -3, ...
             k += 1; run_dir = stem.with_name(f'{stem.name}-{k}')
         if world > 1:
             box = [str(run_dir)]; dist.broadcast_object_list(box, src=0); run_dir = box[0]
     run_dir = Path(run_dir)
-    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / RUN_MARKER).touch()
     return run_dir
 
 def _seeded_model(cfg: ExperimentConfig, device) -> nn.Module:
@@ -263,6 +277,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
         tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), 'accum_steps': accum,
                                                          **smoke_tags(cfg),
                                                          **{k: v for k, v in sel.items()}, **(tags or {})})
+        inputs.log_inputs(run, cfg, tr.records)                  # MLflow datasets: the records this run reads
     meta['run_id'] = run.run_id
     return tr
 
@@ -516,6 +531,17 @@ def check_input_size(cfg: ExperimentConfig) -> None:
                       f'frames ({grid}x{grid} patches of {patch}); set data.input_size={size}, or '
                       f'backbone.image_size={cfg.data.input_size} (its positional embedding is interpolated)')
 
+def at_once(tr: Training, where: str, fn: Callable):
+    """`fn()`, where Ctrl-C or SIGTERM stops at once: `TrainingInterrupted` saying `where` and how to continue (every
+    epoch of `tr` is saved, so `--resume` redoes only what was cut short)."""
+    try:
+        with tracking.sigterm_as_interrupt(): return fn()
+    except TrainingInterrupted: raise
+    except KeyboardInterrupt as e:
+        sig = str(e).split(':')[0] if str(e).startswith('SIG') else 'SIGINT'
+        raise TrainingInterrupted(f'{sig}: stopped {where}; the checkpoints are kept; continue with: '
+                                  f'steanet train --resume {tr.run_dir}') from None
+
 def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, checkpoint_every, progress, test,
          overrides, tags, overwrite) -> dict:
     from tqdm.auto import tqdm
@@ -541,10 +567,13 @@ def _fit(cfg, given: tuple, on_epoch_end, run, parent_run_id, resume, run_dir, c
             tr.bar.close(); tr.loader = tr.batches = None          # the training loader's workers end before the test
             if stop.requested: raise TrainingInterrupted(f'{stop.requested}: stopped before the final test; continue '
                                                          f'with: steanet train --resume {tr.run_dir}')
-            final = final_test(tr, test, progress)
-        if is_main:
+        # the final test and the saving of the run's files stop at once on Ctrl-C / SIGTERM (nothing there to save
+        # half-way): the run ends KILLED, and --resume (every epoch done) runs just the test and the saving again
+        final = at_once(tr, 'during the final test', lambda: final_test(tr, test, progress))
+        def save():
             log_run_model(mrun, cfg, tr.run_dir, example_video=_example_video(tr))
             tracking.log_run_end(mrun, cfg, tr.run_dir, tr.history, time.time() - t_start)
+        if is_main: at_once(tr, "while saving the run's files", save)
     except BaseException as e:
         if is_main: tracking.log_run_error(mrun, e, stopped=tr is not None and tr.stopped)
         raise

@@ -14,6 +14,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from .tracking import (OWNER_TAG, setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info,
                               worker_is_dead, _proc_start)
+from .tracking import Run
+from . import inputs
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
                             flatten_config, atomic_write, project_dir, redact, redacted_dict, restore_secrets,
                             one_line, save_config)
@@ -112,12 +114,8 @@ def storage_url(cfg: ExperimentConfig) -> str:
     return cfg.tune.storage or default_storage_url()
 
 def describe_storage(url: str) -> str:
-    "The storage URL with any password hidden (it goes into MLflow tags and logs)."
-    if url.startswith('journal:') or url in (':memory:', 'memory'): return url
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception: return url.split('://')[0] + '://***'
+    "The storage URL as it may be shown and stored (MLflow tags, logs, messages): `redact`ed, like everything else."
+    return redact(url)
 
 def _journal_path(url: str) -> Path:
     p = url[len('journal:'):]
@@ -243,8 +241,9 @@ def _retry_callback(max_retry: Optional[int]):
 class Recovery:
     "Called with `(study, trial)` for every interrupted trial: closes its MLflow run as FAILED and re-queues it."
     def __init__(self, max_retry: Optional[int] = 3): self.max_retry, self.tracker, self.log = max_retry, None, None
-    def __call__(self, study, trial: FrozenTrial, requeue: bool = True, reason: str = 'interrupted (worker died)'):
-        if self.tracker is not None: self.tracker.close_orphan(trial, 'FAIL', reason=reason)
+    def __call__(self, study, trial: FrozenTrial, requeue: bool = True, reason: str = 'interrupted (worker died)',
+                 status: Optional[str] = None):
+        if self.tracker is not None: self.tracker.close_orphan(trial, 'FAIL', reason=reason, status=status)
         if self.log: self.log(f'trial {trial.number} was interrupted (worker gone): FAIL, re-queued with the same params')
         if not requeue: return
         t = copy.deepcopy(trial)
@@ -281,7 +280,8 @@ class StudyTracker:
         if not self.enabled: return
         # the store of every steanet run (tracking.tracking_uri: $MLFLOW_TRACKING_URI, cfg.tracking.uri, the project's
         # sqlite file); setup_mlflow serialises the creation of a fresh sqlite store, retry_concurrent a fresh server's
-        self.client, self.experiment_id, self.uri = retry_concurrent(lambda: setup_mlflow(cfg))
+        self.client, self.experiment_id, uri = retry_concurrent(lambda: setup_mlflow(cfg))
+        self.uri = redact(uri)   # the key of this store in the study's attributes: the URL without its password
 
     def attach(self, study: optuna.Study, created: bool, tags: dict, wait: float = 30.0):
         """Find the study's parent run in this tracking store (or create it) and mark it RUNNING. The study keeps
@@ -342,15 +342,15 @@ class StudyTracker:
         self.client.log_batch(rid, metrics=metrics, tags=tags)
         self.client.set_terminated(rid, status=MLFLOW_STATUS.get(state, 'FAILED'))
 
-    def close_orphan(self, frozen: FrozenTrial, state: str, reason: str = ''):
-        "Terminate one trial's run that is still RUNNING though the trial is not."
+    def close_orphan(self, frozen: FrozenTrial, state: str, reason: str = '', status: Optional[str] = None):
+        "Terminate one trial's run that is still RUNNING though the trial is not (as `status`, else as its `state` says)."
         rid = frozen.user_attrs.get(RUN_ATTR)
         if not self.enabled or not rid: return
         try:
             if self.client.get_run(rid).info.status != 'RUNNING': return
             self.client.set_tag(rid, 'optuna.state', state)
             if reason: self.client.set_tag(rid, 'optuna.fail_reason', reason)
-            self.client.set_terminated(rid, status=MLFLOW_STATUS.get(state, 'FAILED'))
+            self.client.set_terminated(rid, status=status or MLFLOW_STATUS.get(state, 'FAILED'))
         except Exception as e: warnings.warn(f'could not close MLflow run {rid} of trial {frozen.number}: {e}')
 
     def close_orphans(self, study: optuna.Study) -> int:
@@ -625,13 +625,14 @@ def _one_trial(study: optuna.Study, objective, state: dict, recovery: Recovery, 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         try: study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-        except KeyboardInterrupt:
-            if state.get('trial_id') is not None:
-                ft = study._storage.get_trial(state['trial_id'])
-                recovery.log = None
-                recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)')
-                say(f'trial {ft.number} interrupted: FAIL, re-queued; run the same command to continue')
-            raise
+        except KeyboardInterrupt as e:
+            if state.get('trial_id') is None: raise
+            ft = study._storage.get_trial(state['trial_id'])
+            recovery.log = None
+            recovery(study, ft, reason='interrupted (Ctrl-C or SIGTERM)', status='KILLED')   # as the message says
+            sig = str(e).split(':')[0] if str(e).startswith('SIG') else 'SIGINT'
+            raise KeyboardInterrupt(f'{sig}: trial {ft.number} interrupted: its MLflow run KILLED, the trial re-queued '
+                                    f'with the same params; run the same command to continue') from None
     return study._storage.get_trial(state['trial_id']) if state.get('trial_id') is not None else None
 
 def _trials(cfg, study, objective, state, recovery, tracker, names, bar, say, t_start, ran: list) -> str:
@@ -701,6 +702,9 @@ def _study_steps(cfg, t_start, names, fit_fn, records, progress, plots, log, sam
     opened += [tracker, study]
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
+    if tracker.enabled and tracker.parent_id:                     # the study's MLflow datasets (its trials share them)
+        inputs.log_inputs(Run(tracker.client, tracker.parent_id, tracker.uri, owned=False), cfg,
+                          {'train': train_records, 'val': val_records})
     state, ran = {}, []
     objective = make_objective(cfg, train_records, val_records, tracker, fit_fn, recovery, state, class_names)
     bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,

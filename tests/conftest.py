@@ -25,6 +25,7 @@ def fixtures_dir() -> Path:
 def _isolated_home(tmp_path, monkeypatch):
     "Every test writes caches and MLflow stores under its own temp dir, never into the project."
     monkeypatch.setenv('STEANET_HOME', str(tmp_path))
+    monkeypatch.setenv('STEANET_CACHE', str(tmp_path / '.user-cache'))   # the private per-user cache (models), too
     monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
     yield
 

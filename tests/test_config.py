@@ -164,11 +164,17 @@ SECRETS = ['postgresql+psycopg://u:SECRET@host:5432/db', 'http://u:SECRET@host',
            'postgresql://host/db?password=SECRET', 'postgresql://h/db?sslmode=require&password=SECRET&x=1',
            'redis://:SECRET@localhost:6379/0', 'host=h port=5432 password=SECRET dbname=d', 'PGPASSWORD=SECRET',
            'postgresql://u:p@SECRET@host/db', "error: could not connect to 'postgresql://u:SECRET@h:5/d' (timeout)",
-           'api_key=SECRET', 'https://h/api?access_token=SECRET', 'client_secret=SECRET;next=1']
+           'api_key=SECRET', 'https://h/api?access_token=SECRET', 'client_secret=SECRET;next=1',
+           # issue 26: passwords holding `#` or `/`, a token-only userinfo, a query password, JSON, several URLs in a line
+           'postgresql://u:p#SECRET@h/db', 'postgresql://u:a/SECRET@h/db', 'http://u:x/y#SECRET?z@h:5000/a',
+           'http://SECRET@host', 'https://SECRET@github.com/org/x.git', 'http://u@host/db'.replace('u@', 'SECRET@'),
+           'sqlite:////tmp/o.db?password=SECRET', '{"password": "SECRET"}', "password='two SECRET words'",
+           'a=http://u:SECRET@h,b=https://v:SECRET@k', 'View run r at: http://u:SECRET@127.0.0.1:5000/#/experiments/1/runs/2']
 LOOKALIKES = ['/data/me@home/videos:2024/a.mp4', 'user@host:videos/a.mp4', 'git@github.com:org/repo.git',
-              'sqlite:////abs/path/mlruns/mlflow.db', 'sqlite:///mlruns/optuna.db', 'file:///a:b@c', 'http://host:8080/a@b',
-              'C:\\videos\\clip@2x.mp4', 'journal:mlruns/optuna.journal', 'max_tokens=5', 'n_passwords=3', 'http://u@host/db',
-              'train.lr=3e-4', 'ratio 3:4 @ 25fps', 'a@b:c@d', 'mailto:someone@example.org', 'postgresql://u@host:5432/db']
+              'sqlite:////abs/path/mlruns/mlflow.db', 'sqlite:///mlruns/optuna.db', 'file:///a:b@c', 'http://host/a@b',
+              'C:\\videos\\clip@2x.mp4', 'journal:mlruns/optuna.journal', 'max_tokens=5', 'n_passwords=3',
+              'train.lr=3e-4', 'ratio 3:4 @ 25fps', 'a@b:c@d', 'mailto:someone@example.org', 'postgresql://u@host:5432/db',
+              'mysql+pymysql://root@h/db', 'the password: see ~/.pgpass']
 
 
 @pytest.mark.parametrize('s', SECRETS)
@@ -181,6 +187,39 @@ def test_redact_masks_secrets(s):
 @pytest.mark.parametrize('s', LOOKALIKES)
 def test_redact_leaves_lookalikes_alone(s):
     assert redact(s) == s
+
+
+# property-based: a URL with any password (or a token-only userinfo) inside any text is masked, idempotently
+_SCHEMES = st.sampled_from(['http', 'https', 'postgresql', 'postgresql+psycopg', 'mysql+pymysql', 'redis', 's3', 'sqlite'])
+_USER = st.text(st.characters(blacklist_characters=' \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0:/?#@', blacklist_categories=('Cs', 'Z', 'Cc')), max_size=8)
+_PASSWORD = st.text(st.characters(blacklist_categories=('Cs', 'Z', 'Cc')), max_size=12).map(lambda p: p[:6] + 'SECRET' + p[6:])
+_HOST = st.from_regex(r'[a-z][a-z0-9.\-]{0,10}(:[0-9]{1,5})?(/[a-z0-9_.]{0,8})?(\?[a-z]{1,5}=[a-z0-9]{1,5})?', fullmatch=True)
+_AROUND = st.sampled_from(['', 'cannot reach ', "storage '", 'uri=', '(', '🏃 View run r at: '])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scheme=_SCHEMES, user=_USER, password=_PASSWORD, host=_HOST, before=_AROUND, after=st.sampled_from(['', ' (x)', "'", ')', '\n', ' and more']))
+def test_redact_masks_any_password_property(scheme, user, password, host, before, after):
+    url = f'{scheme}://{user}:{password}@{host}'
+    for text in (before + url + after, url):
+        r = redact(text)
+        assert 'SECRET' not in r and redact(r) == r, (text, r)
+    if not {'@', '#', '/', '?'} & set(password) and scheme not in ('sqlite',):
+        assert redact(url).endswith('@' + host)                                   # the host stays readable
+
+
+@settings(max_examples=200, deadline=None)
+@given(scheme=st.sampled_from(['http', 'https', 's3', 'git+https']), token=_PASSWORD.filter(lambda p: ':' not in p and not set(p) & set(' \t\n\r\x0b\x0c/?#')),
+       host=_HOST)
+def test_redact_masks_token_only_userinfo_property(scheme, token, host):
+    r = redact(f'push to {scheme}://{token}@{host} now')
+    assert 'SECRET' not in r and f'://***@{host} now' in r and redact(r) == r
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(st.characters(blacklist_characters='@=', blacklist_categories=('Cs',)), max_size=60))
+def test_redact_leaves_text_without_credentials_alone_property(text):
+    assert redact(text) == text                    # no `@`, no `=`: nothing to mask, nothing changed
 
 
 def test_redaction_everywhere_a_config_is_logged_or_written(tmp_path):

@@ -89,13 +89,13 @@ def _subset_key(subset: str) -> str:
 # names are then looked up among the store's sources (the files themselves may be gone)
 _STORE_SOURCES = contextvars.ContextVar('steanet_store_sources', default=None)
 
-def store_sources(store) -> set:
-    "The absolute source paths a prepared store (`steanet prepare-data --out DIR`) lists, prepared or skipped as bad."
-    m = _resolve(store) / 'store.json'
-    if not m.is_file(): raise DataError(f'{m.parent}: not a prepared store (no store.json); create it with '
-                                        f'`steanet prepare-data --config ... --out {m.parent}`, or unset data.store')
-    man = json.loads(m.read_text())
-    return set(man.get('videos', {})) | set(man.get('bad', {}))
+# the store room (03g, below this one) registers how a prepared store answers: its records, whether it holds the
+# config's dataset, its sources (`records`, `holds`, `sources`); `steanet.data` always imports it
+_STORE_HOOKS = {}
+
+def store_sources(store, root=None) -> set:
+    "The source paths a prepared store (`steanet prepare-data --out DIR`) lists, prepared or skipped as bad, under `root`."
+    return _STORE_HOOKS['sources'](store, root)
 
 class VideoIndex:
     "Index of the video files under a root: `find('Class/name')` -> path, by relative stem, then by unique basename."
@@ -110,9 +110,8 @@ class VideoIndex:
             self.by_base[p.stem].append(p)
 
     def _walk(self):
-        for dp, dns, fns in os.walk(self.root, followlinks=True):
-            dns.sort()
-            yield from (Path(dp) / fn for fn in sorted(fns) if Path(fn).suffix.lower() in VIDEO_EXTS)
+        from steanet.data.walk import walk_files   # each folder once: a symlink loop is reported once and skipped
+        yield from walk_files(self.root, VIDEO_EXTS)
 
     def _listed(self):
         self.root = Path(os.path.abspath(self.root))
@@ -317,7 +316,8 @@ def load_mmaction_list(annotations, root, subset='train', split=1, num_classes=N
 _SPLIT_DIRS = {'train': ('train', 'training'), 'val': ('val', 'valid', 'validation'), 'test': ('test', 'testing')}
 
 def _has_videos(d: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in VIDEO_EXTS for p in d.rglob('*'))
+    from steanet.data.walk import walk_files
+    return bool(walk_files(d, VIDEO_EXTS))
 
 def folder_layout(root) -> dict:
     """`{'train', 'val', 'test'}` -> the folder holding that split's `<Class>/` folders (None: the split is absent):
@@ -352,14 +352,17 @@ def load_folder(root, subset='train', resolve=True):
                               f'root/<split>/<Class>/* or use carve_validation(...)')
         raise _absent(sk)(f'{root}: no {"/".join(_SPLIT_DIRS[sk])} folder; found '
                         f'{sorted(p.name for p in root.iterdir() if p.is_dir())}')
-    classes = sorted({c.name for d in dirs.values() if d for c in d.iterdir() if c.is_dir() and not c.name.startswith('.')})
+    from steanet.data.walk import LOOP_UP, loop_dir, report_skipped, walk_files
+    loops = [c for d in dirs.values() if d for c in d.iterdir() if loop_dir(c)]   # `root/x -> ..` is no class
+    for c in loops: report_skipped(c, LOOP_UP)
+    classes = sorted({c.name for d in dirs.values() if d for c in d.iterdir() if c.is_dir() and not c.name.startswith('.')
+                      and c not in loops})
     if not classes: raise DataError(f'{root}: no class folders found')
     recs = []
     for i, c in enumerate(classes):
         d = base / c
         if not d.is_dir(): continue
-        for p in sorted(d.rglob('*')):
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTS: recs.append(VideoRecord(str(p), i, c))
+        recs += [VideoRecord(str(p), i, c) for p in sorted(walk_files(d, VIDEO_EXTS))]
     if not recs: raise DataError(f'{base}: no video files ({", ".join(VIDEO_EXTS[:6])}, ...) in the class folders')
     return recs, classes
 
@@ -405,13 +408,16 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
     return _finish(items, root, resolve, f), classes
 
 # %% ../../nbs/03a_records.ipynb #1bbfc56c
-FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')
+FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic', 'store')
 
 def load_records(data_cfg: Union[DataConfig, ExperimentConfig], subset: str = 'train', *, resolve: bool = True):
     """Records and class names of `subset` ('train' | 'val' | 'test') for any `data.format`. With `data.store` set, the
     names resolve against the store's sources, so the videos need not be there (the `folder` format lists folders)."""
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
-    tok = _STORE_SOURCES.set(store_sources(dc.store)) if (dc.store and resolve) else None
+    if dc.store and resolve:                         # the prepared store: its own records (store room, 03g)
+        if dc.format == 'store' or _STORE_HOOKS['holds'](dc): return _STORE_HOOKS['records'](dc, subset)
+    elif dc.format == 'store': raise DataError('data.format=store needs data.store=DIR (made by `steanet prepare-data`)')
+    tok = _STORE_SOURCES.set(store_sources(dc.store, dc.root or None)) if (dc.store and resolve) else None
     try: return _load_format(dc, subset, resolve)
     finally:
         if tok is not None: _STORE_SOURCES.reset(tok)
