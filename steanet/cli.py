@@ -413,9 +413,10 @@ def tune_cmd(a) -> Outcome:
 
 # %% ../nbs/09_cli.ipynb #219bcae0
 def explain_parser() -> Parser:
-    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion: Captum attributions '
-                                     'as space-time maps, figures, GIFs and faithfulness measures (a video that cannot '
-                                     'be read is listed, and the exit code is 1).',
+    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion, and which adapter '
+                                     'decided: relevance through the attention and Captum attributions as space-time maps, '
+                                     'figures, GIFs, one evaluation table (bootstrap 95 % intervals over clips) and one '
+                                     'MLflow run (a video that cannot be read is listed, and the exit code is 1).',
                                      overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black'))
     p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
     p.add_argument('--method', nargs='+', choices=EXPLAIN_METHODS, metavar='METHOD',
@@ -424,42 +425,50 @@ def explain_parser() -> Parser:
     p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
     p.add_argument('--limit', type=at_least(1), help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=at_least(0), help='class to explain (default: the predicted one)')
-    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json); one that holds an '
-                   'earlier explanation is kept unless --overwrite')
+    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, table.md, clips.csv, summary.json); '
+                   'one that holds an earlier explanation is kept unless --overwrite')
     p.add_argument('--overwrite', action='store_true', help='write into an --out that holds an earlier explanation')
     p.add_argument('--faithfulness', action='store_true',
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
+    p.add_argument('--sanity', nargs='?', const=8, type=at_least(1), metavar='N',
+                   help='cascading randomisation sanity check of every method on the first N clips (default N: 8); '
+                        'a method passes when full randomisation brings Spearman(|map|) below 0.5')
+    p.add_argument('--adapters', action='store_true',
+                   help='per-adapter attribution (exact output ablation of every S, T, MLP, TEA, SEA adapter) and the '
+                        'shuffled-frames drop, per clip and as shares per kind')
     p.add_argument('--steps', type=at_least(1), default=16, help='points of each deletion/insertion curve - 1')
     p.add_argument('--random', type=at_least(1), default=4, help='random orderings to compare against')
     p.add_argument('--max-figures', type=at_least(0), default=8, help='draw figures/GIFs for at most N clips')
     p.add_argument('--no-gifs', action='store_true')
-    p.add_argument('--mlflow-run', help="log the outputs to this MLflow run id ('checkpoint': the checkpoint's run)")
+    p.add_argument('--mlflow-run', help="log into this MLflow run id ('checkpoint': the checkpoint's run) instead of a "
+                   'new run of its own (experiment <experiment>-explain; made when tracking.enabled)')
+    p.add_argument('--no-mlflow', action='store_true', help='log no MLflow run')
     p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda when available)')
     return p
 
 def explain_cmd(a) -> Outcome:
-    "`steanet explain`: `explain_run`, its summary table and a short JSON summary."
+    "`steanet explain`: `explain_run`, its Markdown table and the `--json` object of `explain.json_summary`."
     if not a.videos and not a.dataset:
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
-    from steanet.explain import explain_run, summary_table
+    if a.no_mlflow and a.mlflow_run: raise ConfigError('--no-mlflow and --mlflow-run: choose one')
+    from steanet.explain import explain_run, json_summary, markdown_table
     res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
                       target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
-                      mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
+                      mlflow_run=a.mlflow_run, track=False if a.no_mlflow else None, sanity=a.sanity or 0,
+                      adapters=a.adapters, backbone_weights=a.backbone_weights,
                       allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a),
                       overwrite=a.overwrite)
-    times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
     preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
              + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
              for c in res['clips'][:a.max_figures]]
-    text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
-            f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
-            + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
+    text = (f"{markdown_table(res)}\n\n" + '\n'.join(preds) + f"\n{res['n_clips']} clips, {len(res['files'])} files in "
+            f"{res['out']}" + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
             + ''.join(f"\n{s['path']}: ERROR {s['error']}" for s in res['skipped']))
-    return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
-                        out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id'],
-                        skipped=res['skipped']), text, 1 if res['skipped'] else 0)
+    out = json_summary(res)
+    if res['skipped']: out['skipped'] = res['skipped']     # only when a video could not be read (exit 1)
+    return Outcome(out, text, 1 if res['skipped'] else 0)
 
 # %% ../nbs/09_cli.ipynb #3098475d
 def config_parser() -> Parser:
@@ -534,6 +543,8 @@ def check_data_parser() -> Parser:
     p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
                    'kept if it exists')
     p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
+    p.add_argument('--store', metavar='DIR', help='verify a prepared store instead (files, sizes, sampled checksums, '
+                   'manifest) and print its per-split and per-class counts; no source is opened')
     return p
 
 def check_data_text(s: dict) -> str:
@@ -546,6 +557,11 @@ def check_data_text(s: dict) -> str:
 
 def check_data_cmd(a) -> Outcome:
     "`steanet check-data`: `check_data` on ROOT, or on the config's records; exit 1 when files are bad."
+    if a.store:                                              # a prepared store: checked without its sources
+        from steanet.data import check_store, check_store_text
+        root = make_config(a.config, a.overrides).data.root if (a.config or a.overrides) else None
+        s = check_store(a.store, root or None)
+        return Outcome(s, check_store_text(s), 0 if s['bad'] == 0 and not s['manifest_problems'] else 1)
     cfg = make_config(a.config, a.overrides) if (a.config or a.overrides or not a.root) else None
     from steanet.data import check_data
     s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
@@ -562,9 +578,14 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--short-side', type=at_least(1), default=None,
                    help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
     p.add_argument('--fps', type=at_least(0, float, strict=True), default=None, help='keep at most this many frames a second (default: every frame)')
-    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
-                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless) | h264 '
+                        '(short-GOP H.264 at the stored size, decoded on the fly: the smallest)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
+                   help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')
+    p.add_argument('--rebuild-index', action='store_true',
+                   help='rebuild a damaged store.json from the video folders (content-addressed: nothing is decoded again)')
     return p
 
 def prepare_data_cmd(a) -> Outcome:
@@ -572,7 +593,8 @@ def prepare_data_cmd(a) -> Outcome:
     from steanet.data import prepare_data, prepare_text
     say = (lambda s: None) if a.quiet else None
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
-                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+                     format=a.format, quality=a.quality, timeout=a.timeout, rebuild_index=a.rebuild_index,
+                     progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
 
 # %% ../nbs/09_cli.ipynb #1510edd1
@@ -589,6 +611,9 @@ def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--amp', default='off', choices=['off', 'bf16', 'fp16'], help='autocast dtype')
     p.add_argument('--grad-checkpointing', action='store_true')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--recompute', default=None, choices=['off', 'cheap', 'mlp'],
+                   help="backbone.recompute of the steanet/aim variants (default: the config's); official is always plain")
+    p.add_argument('--compile', action='store_true', help='torch.compile the model for the timed steps')
     return p
 
 BENCH_SETS = ('fixtures', 'long', 'long-gop1s')
@@ -610,7 +635,13 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--long-seconds', type=float, default=60.0)
     p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
                    'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
-    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file); '
+                   'without it, the fixture videos (prepared into --store DIR first)')
+    p.add_argument('--store-format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='with --store and no --config: the format the fixture videos are prepared in (default auto)')
+    p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
+                   'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
+                   'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
     return p
 
 def bench_parser() -> Parser:
@@ -632,11 +663,17 @@ def bench_cmd(a) -> Outcome:
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
-                              grad_checkpointing=a.grad_checkpointing, threads=a.threads)
+                              grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
+                              compile=a.compile)
         return Outcome(r, bench.bench_model_table(r))
+    if a.prepare:
+        r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
+                                workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
+        return Outcome(r, bench.bench_prepare_table(r))
     if a.store:
-        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
-                              clips=a.clips, batch=a.batch, progress=progress(a))
+        cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
+        r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
+                              fixtures=a.fixtures, store_format=a.store_format, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
@@ -686,7 +723,7 @@ COMMANDS = {
     'splits':     Command('train and test every split of a dataset (VE-8: 10), mean +- std', splits_parser, splits_cmd),
     'tune':       Command('Optuna study of adapter widths, logged to MLflow; --retrain-best', tune_parser, tune_cmd,
                           interrupted='run the same command to continue the study'),
-    'explain':    Command('Captum attributions of a checkpoint on videos or a dataset: maps, figures, measures',
+    'explain':    Command('relevance and Captum attributions of a checkpoint: maps, figures, one evaluation table, sanity check, adapters',
                           explain_parser, explain_cmd),
     'check-data': Command('decode every video of a dataset in subprocesses and report the bad files',
                           check_data_parser, check_data_cmd),
