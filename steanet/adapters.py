@@ -11,10 +11,16 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['OFFICIAL_GRID', 'ADAPTER_TYPES', 'bottleneck_width', 'Adapter', 'SpatialAdapter', 'TemporalAdapter',
+__all__ = ['OFFICIAL_GRID', 'ADAPTER_TYPES', 'activation', 'bottleneck_width', 'Adapter', 'SpatialAdapter', 'TemporalAdapter',
            'TemporalInAdapter', 'MLPAdapter', 'TEA', 'SEA', 'reinterpret', 'OfficialTEA', 'OfficialSEA']
 
 # %% ../nbs/01_adapters.ipynb #233447d2
+def activation(act: nn.Module, h):
+    "`act(h)` as a function call for GELU and QuickGELU (a recomputing backward then runs no module hooks)."
+    if isinstance(act, nn.GELU): return F.gelu(h, approximate=act.approximate)
+    if type(act).__name__ == 'QuickGELU': return h * torch.sigmoid(1.702 * h)
+    return act(h)
+
 def bottleneck_width(width: int, ratio: float) -> int:
     "Hidden width of an adapter: `int(width * ratio)` as in the releases; ratio 0 means the adapter is off."
     return int(width * ratio)
@@ -39,8 +45,12 @@ class Adapter(nn.Module):
         nn.init.trunc_normal_(self.D_fc1.weight, std=0.02); nn.init.zeros_(self.D_fc1.bias)
         nn.init.zeros_(self.D_fc2.weight); nn.init.zeros_(self.D_fc2.bias)
 
+    def body(self, h):
+        "What lies between `fc1` and `fc2` (the activation): what a lean backward recomputes (`steanet.lean`)."
+        return activation(self.act, h)
+
     def forward(self, x):
-        h = self.D_fc2(self.act(self.D_fc1(x)))
+        h = self.D_fc2(self.body(self.D_fc1(x)))
         return x + h if self.skip else h
 
 class SpatialAdapter(Adapter):
@@ -89,11 +99,16 @@ class TEA(_DepthwiseBottleneck):
     "Temporal Emotion Adapter: `fc2(dwconv_t(GELU(fc1(x))))` over the frames of each (sample, token) sequence."
     kind, conv_name, Conv, centre = 'tea', 'conv1d', nn.Conv1d, 'frame'
 
+    def body(self, h, weight=None, bias=None):
+        "GELU and the temporal conv on `fc1`'s output `(s, t, c)` (`weight`, `bias`: the conv's, or stand-ins for them)."
+        c = self.conv1d
+        h = c._conv_forward(rearrange(activation(self.act, h), 's t c -> s c t'),
+                            c.weight if weight is None else weight, c.bias if bias is None else bias)
+        return rearrange(h, 's c t -> s t c')
+
     def forward(self, x):
         "x: `(s, t, d)`, one row per (sample, token) sequence of frames -> `(s, t, d)`."
-        h = self.act(self.D_fc1(x))
-        h = rearrange(self.conv1d(rearrange(h, 's t c -> s c t')), 's c t -> s t c')
-        return self.D_fc2(h)
+        return self.D_fc2(self.body(self.D_fc1(x)))
 
 class SEA(_DepthwiseBottleneck):
     "Spatial Emotion Adapter: `fc2(dwconv_hw(GELU(fc1(x))))` over the patch grid of each frame."
@@ -103,10 +118,14 @@ class SEA(_DepthwiseBottleneck):
         "x: patch tokens `(f, gh*gw, d)` of `f` frames (class token excluded) -> same shape."
         if x.shape[1] != gh * gw:
             raise ValueError(f'SEA: got {x.shape[1]} patch tokens for a {gh}x{gw} grid; pass the patch tokens only')
-        h = self.act(self.D_fc1(x))
-        h = rearrange(h, 'f (gh gw) c -> f c gh gw', gh=gh, gw=gw)
-        h = rearrange(self.conv2d(h), 'f c gh gw -> f (gh gw) c')
-        return self.D_fc2(h)
+        return self.D_fc2(self.body(self.D_fc1(x), gh, gw))
+
+    def body(self, h, gh: int, gw: int, weight=None, bias=None):
+        "GELU and the depthwise conv over the patch grid on `fc1`'s output `(f, gh*gw, c)` (`weight`, `bias`: as TEA's)."
+        c = self.conv2d
+        h = rearrange(activation(self.act, h), 'f (gh gw) c -> f c gh gw', gh=gh, gw=gw)
+        h = c._conv_forward(h, c.weight if weight is None else weight, c.bias if bias is None else bias)
+        return rearrange(h, 'f c gh gw -> f (gh gw) c')
 
 # %% ../nbs/01_adapters.ipynb #eb900679
 def reinterpret(x, pattern: str, **sizes):

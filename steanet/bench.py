@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_bench.ipynb #4ff27d9d
 from __future__ import annotations
-import gc, logging, math, os, statistics, sys, threading, time
+import dataclasses, gc, logging, math, os, statistics, sys, threading, time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,29 +13,42 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataConfig, SteanetError, cache_dir
-from .data import VIDEO_EXTS, VideoRecord, build_dataloader, find_fixtures, write_video
+from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find_fixtures, write_video
 
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'gemm_flops_per_s', 'bench_variant', 'BenchError', 'bench_device', 'check_counts', 'bench_model',
-           'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
-           'bench_store_table']
+__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant',
+           'BenchError', 'bench_device', 'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos',
+           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table',
+           'report_store', 'bench_report', 'bench_report_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
-def gemm_flops_per_s(device='cpu', dtype=torch.float32, n: Optional[int] = None, repeats: int = 5) -> float:
-    "FLOP/s of an n x n x n matmul on `device` (median of `repeats`): the ceiling the model's FLOP/s are compared to."
-    device = torch.device(device)
-    n = n or (8192 if device.type == 'cuda' else 1024)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+def _gemm_rate(m: int, k: int, n: int, device, dtype, repeats: int) -> float:
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
     for _ in range(2): a @ b
-    _sync(device); ts = []
+    _sync(device); best = math.inf
     for _ in range(repeats):
-        t = time.perf_counter(); a @ b; _sync(device); ts.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(ts)
+        t = time.perf_counter(); a @ b; _sync(device); best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best
+
+def gemm_peak(device='cpu', dtype=torch.float32, shapes: Sequence[tuple] = (), repeats: int = 5) -> dict:
+    """The GEMM reference: the best FLOP/s over square GEMMs (CPU 1024/2048, CUDA 4096/8192) and `shapes` (m, k, n),
+    each the fastest of `repeats`, at this process's thread count and in `dtype`."""
+    device = torch.device(device)
+    square = (4096, 8192) if device.type == 'cuda' else (1024, 2048)
+    rates = {f'{m}x{k}x{n}': _gemm_rate(m, k, n, device, dtype, repeats) for m, k, n in [(q, q, q) for q in square] + list(shapes)}
+    best = max(rates, key=rates.get)
+    return dict(flops_per_s=rates[best], shape=best, rates=rates, dtype=str(dtype).replace('torch.', ''),
+                threads=torch.get_num_threads() if device.type == 'cpu' else None)
+
+def gemm_flops_per_s(device='cpu', dtype=torch.float32, n: Optional[int] = None, repeats: int = 5) -> float:
+    "FLOP/s of the GEMM reference (`gemm_peak`; `n`: one n x n x n GEMM only)."
+    if n: return _gemm_rate(n, n, n, torch.device(device), dtype, repeats)
+    return gemm_peak(device, dtype, repeats=repeats)['flops_per_s']
 
 class _RssPeak:
     "Peak resident set size (bytes) of this process while the context is open, sampled in a thread."
@@ -65,18 +78,36 @@ def _count_flops(fn) -> int:
     return int(fc.get_total_flops())
 
 # %% ../nbs/08_bench.ipynb #8d95f7fe
+def _saved_for_backward(model, x, y, ctx) -> dict:
+    "Bytes one training forward saves for backward (each storage once, parameters excluded), in total and by part."
+    from steanet.lean import saved_bytes
+    model.zero_grad(set_to_none=True)
+    with saved_bytes([*model.parameters(), *model.buffers()]) as c:
+        with ctx(): loss = F.cross_entropy(model(x), y)
+    del loss
+    return dict(total=c.total, by_part=c.by_part())
+
+def _timed(fn, steps: int, device, cpu: Optional[list] = None) -> list:
+    "Wall seconds of `steps` calls (and, into `cpu`, this process's CPU seconds of each: what other jobs do not inflate)."
+    _sync(device); ts = []
+    for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time(); fn(); _sync(device); ts.append(time.perf_counter() - t)
+        if cpu is not None: cpu.append(time.process_time() - c)
+    return ts
+
 def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                   num_classes=8, steps=3, warmup=1, device='cpu', amp: str = 'off', grad_checkpointing=False,
-                  fast_attention=True) -> dict:
-    "Time one variant's training step and inference; returns clips/s, step times, peak memory, FLOPs."
+                  fast_attention=True, recompute: Optional[str] = None, compile: bool = False) -> dict:
+    "Time one variant's training step and inference; returns clips/s, step times, peak memory, FLOPs, saved bytes."
     from steanet.model import build_model, count_parameters
     device = torch.device(device)
     _release_memory()
     base = torch.cuda.memory_allocated(device) if device.type == 'cuda' else _RssPeak.rss()
     torch.manual_seed(0)
+    extra = {} if recompute is None else dict(recompute=recompute)
     model = build_model(backbone=backbone, pretrained=pretrained, allow_random_backbone=True, num_classes=num_classes,
                         num_frames=frames, variant=variant, image_size=image_size, dropout=0.,
-                        grad_checkpointing=grad_checkpointing, fast_attention=fast_attention).to(device)
+                        grad_checkpointing=grad_checkpointing, fast_attention=fast_attention, **extra).to(device)
     size = tuple(model.visual.image_size)
     x = torch.randn(batch, 3, frames, *size, device=device)
     y = torch.randint(0, num_classes, (batch,), device=device)
@@ -84,14 +115,16 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     ac = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp)
     ctx = (lambda: torch.autocast(device.type, dtype=ac)) if ac else (lambda: torch.autocast(device.type, enabled=False))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == 'fp16')      # fp16 needs loss scaling; bf16 does not
+    run = torch.compile(model) if compile else model
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        with ctx(): loss = F.cross_entropy(model(x), y)
-        loss.backward(); opt.step()
+        with ctx(): loss = F.cross_entropy(run(x), y)
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
 
     def infer():
-        with torch.inference_mode(), ctx(): model(x)
+        with torch.inference_mode(), ctx(): run(x)
 
     def flop_pass():
         model.zero_grad(set_to_none=True)
@@ -100,13 +133,13 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
 
     model.train()
     train_flops = _count_flops(flop_pass)
+    saved = _saved_for_backward(model, x, y, ctx)          # eager: what autograd keeps (compiled graphs keep their own)
     for _ in range(warmup): train_step()
-    _sync(device); ts = []
     peak = _RssPeak() if device.type == 'cpu' else None
     if peak: peak.__enter__()
     else: torch.cuda.reset_peak_memory_stats(device)   # the peak of the timed steps only (model, grads, AdamW state incl.)
-    for _ in range(steps):
-        t = time.perf_counter(); train_step(); _sync(device); ts.append(time.perf_counter() - t)
+    cpu = []
+    ts = _timed(train_step, steps, device, cpu)
     if peak: peak.__exit__(); peak_bytes = peak.peak - base
     else: peak_bytes = torch.cuda.max_memory_allocated(device) - base
     # FLOPs of the forward, counted in train mode: in eval, nn.MultiheadAttention takes a fused fast path whose
@@ -114,16 +147,17 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     with torch.no_grad(): infer_flops = _count_flops(lambda: model(x))
     model.eval()
     for _ in range(warmup): infer()
-    _sync(device); ti = []
-    for _ in range(steps):
-        t = time.perf_counter(); infer(); _sync(device); ti.append(time.perf_counter() - t)
+    ti = _timed(infer, steps, device)
     c = count_parameters(model)
     tr, inf = statistics.median(ts), statistics.median(ti)
     out = dict(train_step_s=tr, infer_step_s=inf, train_clips_per_s=batch / tr, infer_clips_per_s=batch / inf,
-               peak_mem_mb=peak_bytes / 2 ** 20, tunable_params=c['tunable'], total_params=c['total'],
+               train_steps_s=ts, train_cpu_s=statistics.median(cpu), peak_mem_mb=peak_bytes / 2 ** 20, tunable_params=c['tunable'], total_params=c['total'],
                train_flops=train_flops, infer_flops=infer_flops,
-               train_flops_per_s=train_flops / tr, infer_flops_per_s=infer_flops / inf)
-    del model, opt, x, params
+               train_flops_per_s=train_flops / tr, infer_flops_per_s=infer_flops / inf,
+               recompute=getattr(model.visual.transformer.resblocks[0], 'recompute', 'off'),
+               saved_bytes_per_clip=saved['total'] / batch,
+               saved_by_part=({k: v / batch for k, v in saved['by_part'].items()}))
+    del model, run, opt, x, params
     _release_memory()
     return out
 
@@ -148,10 +182,19 @@ def check_counts(**counts) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise BenchError(f'--{k.replace("_", "-")} {v!r}: must be an integer >= {lo}')
 
+def _model_gemm_shapes(backbone: str, image_size, frames: int, batch: int) -> list:
+    "The model's widest GEMM (tokens x width x 4 width, the MLP's c_fc), for the GEMM reference."
+    import open_clip
+    v = (open_clip.get_model_config(backbone) or {}).get('vision_cfg') or {}
+    if not isinstance(v.get('width'), int) or not isinstance(v.get('patch_size'), int): return []
+    size = image_size or v.get('image_size', 224); size = size if isinstance(size, int) else size[0]
+    tokens = batch * frames * (1 + (size // v['patch_size']) ** 2)
+    return [(tokens, v['width'], int(v['width'] * v.get('mlp_ratio', 4.0)))]
+
 def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                 variants: Sequence[str] = ('official', 'steanet'), steps: Optional[int] = None,
                 warmup: Optional[int] = None, device='auto', amp='off', grad_checkpointing=False,
-                threads: Optional[int] = None) -> dict:
+                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False) -> dict:
     "Benchmark `variants` (default official vs steanet); the dict `steanet bench model --json` prints."
     from steanet.model import VARIANTS
     check_counts(frames=(frames, 1), batch=(batch, 1), image_size=(image_size, 1), steps=(steps, 1),
@@ -161,43 +204,59 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     dev = bench_device(device)
     if steps is None: steps = 10 if dev.type == 'cuda' else 2
     if warmup is None: warmup = 3 if dev.type == 'cuda' else 0
+    from steanet.lean import RECOMPUTE
+    if recompute is not None and recompute not in RECOMPUTE:
+        raise BenchError(f'--recompute {recompute!r}: one of {", ".join(RECOMPUTE)}')
     if threads: torch.set_num_threads(threads)
     dt = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp, torch.float32)
-    gemm = gemm_flops_per_s(dev, dt)
+    ref = gemm_peak(dev, dt, shapes=_model_gemm_shapes(backbone, image_size, frames, batch))
+    gemm = ref['flops_per_s']
     res = dict(device=(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'),
                backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size, amp=amp,
                grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, torch=torch.__version__,
-               gemm_flops_per_s=gemm, variants={})
+               gemm_flops_per_s=gemm, gemm_reference=ref, recompute=recompute, compile=compile, variants={})
     for v in variants:
         r = bench_variant(v, backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size,
-                          steps=steps, warmup=warmup, device=dev, amp=amp, grad_checkpointing=grad_checkpointing)
+                          steps=steps, warmup=warmup, device=dev, amp=amp, grad_checkpointing=grad_checkpointing,
+                          recompute=recompute, compile=compile)
         r['train_gemm_fraction'] = r['train_flops_per_s'] / gemm
+        r['train_vs_gemm_bound'] = r['train_step_s'] / (r['train_flops'] / gemm)   # >= 1: x slower than GEMM speed
         r['infer_gemm_fraction'] = r['infer_flops_per_s'] / gemm
         res['variants'][v] = r
     if {'official', 'steanet'} <= set(res['variants']):
         o, s = res['variants']['official'], res['variants']['steanet']
         res['steanet_vs_official'] = dict(train_speedup=s['train_clips_per_s'] / o['train_clips_per_s'],
                                           infer_speedup=s['infer_clips_per_s'] / o['infer_clips_per_s'],
-                                          peak_mem_ratio=s['peak_mem_mb'] / o['peak_mem_mb'] if o['peak_mem_mb'] > 0 else None)
+                                          train_cpu_speedup=o['train_cpu_s'] / s['train_cpu_s'],
+                                          peak_mem_ratio=s['peak_mem_mb'] / o['peak_mem_mb'] if o['peak_mem_mb'] > 0 else None,
+                                          saved_bytes_ratio=s['saved_bytes_per_clip'] / o['saved_bytes_per_clip'])
     return res
 
 # %% ../nbs/08_bench.ipynb #8992e274
 def bench_model_table(r: dict) -> str:
-    "The text `steanet bench model` prints: one row per variant, then steanet vs official."
-    out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; "
-           f"GEMM ceiling {r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s",
-           f"{'variant':<13}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>10}{'tunable':>13}"
-           f"{'train GFLOP':>12}{'train %gemm':>12}{'infer %gemm':>12}"]
+    "The text `steanet bench model` prints: one row per variant, steanet vs official, then saved bytes by block part."
+    g = r.get('gemm_reference') or {}
+    out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; GEMM reference "
+           f"{r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({g.get('shape', '?')}, {g.get('dtype', '?')}"
+           + (f", {g['threads']} threads)" if g.get('threads') else ')'),
+           f"{'variant':<13}{'recompute':>10}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>9}{'saved MB/clip':>14}"
+           f"{'tunable':>12}{'train GFLOP':>12}{'train %gemm':>12}{'x gemm bound':>13}"]
     for v, s in r['variants'].items():
-        out.append(f"{v:<13}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}{s['peak_mem_mb']:>10.0f}"
-                   f"{s['tunable_params']:>13,}{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%"
-                   f"{100 * s['infer_gemm_fraction']:>11.1f}%")
+        out.append(f"{v:<13}{s.get('recompute', 'off'):>10}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}"
+                   f"{s['peak_mem_mb']:>9.0f}{s['saved_bytes_per_clip'] / 2 ** 20:>14.0f}{s['tunable_params']:>12,}"
+                   f"{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%{s['train_vs_gemm_bound']:>12.2f}x")
     if 'steanet_vs_official' in r:
         c = r['steanet_vs_official']
         pm = f"{c['peak_mem_ratio']:.2f}x" if c['peak_mem_ratio'] is not None else 'n/a'
-        out.append(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, peak memory {pm}")
+        out.append(f"steanet vs official: train {c['train_speedup']:.2f}x, infer {c['infer_speedup']:.2f}x, "
+                   f"saved for backward {c['saved_bytes_ratio']:.2f}x, peak memory {pm}")
+    parts = sorted({k for s in r['variants'].values() for k in s['saved_by_part']},
+                   key=lambda k: -max(s['saved_by_part'].get(k, 0) for s in r['variants'].values()))
+    out.append('saved for backward per clip by block part (MB):')
+    out.append(f"{'part':<18}" + ''.join(f'{v:>13}' for v in r['variants']))
+    for k in parts:
+        out.append(f'{k:<18}' + ''.join(f"{s['saved_by_part'].get(k, 0) / 2 ** 20:>13.1f}" for s in r['variants'].values()))
     return '\n'.join(out)
-
 
 # %% ../nbs/08_bench.ipynb #6a428e44
 def long_bench_videos(n: int = 2, seconds: float = 60.0, size=(360, 640), fps: int = 25, gop: Optional[int] = None,
@@ -225,22 +284,32 @@ def long_bench_videos(n: int = 2, seconds: float = 60.0, size=(360, 640), fps: i
         out.append(p)
     return out
 
+def _training_loader(records, dc: DataConfig, workers: int, batch: int):
+    """The loader a training run builds (the dataset, its seeded items, the epoch batch sampler, the one loader
+    factory `make_loader` with persistent workers), over `records`: (loader, batches)."""
+    import open_clip                                    # CLIP's mean/std: the values do not change the cost
+    try: from steanet.runtime import EpochBatches, SeededItems, epoch_batches, make_loader   # the runtime room (i20b)
+    except ImportError: from steanet.train import EpochBatches, SeededItems, epoch_batches, make_loader
+    ds = build_dataset(dc, 'train', records=records, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    batches = EpochBatches(); batches.set(0, epoch_batches(len(ds), batch, 0, 0))
+    dl = make_loader(SeededItems(ds, 0), batches, batch_size=batch, num_workers=workers, device='cpu', persistent=True)
+    return dl, lambda e: batches.set(e, epoch_batches(len(ds), batch, e, 0))
+
 def _bench_loader(records, dc: DataConfig, workers: int, clips: int, batch: int) -> dict:
     "Wall time from creating the iterator (worker start-up included) to `clips` clips, with enough clips that the"
-    " prefetched batches (workers x 2) are a small part of the count."
-    import open_clip                                    # CLIP's mean/std: the values do not change the cost
-    dl = build_dataloader(dc, 'train', records=records, batch_size=batch, num_workers=workers, persistent_workers=False,
-                          mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    " prefetched batches (workers x 2) are a small part of the count; the training loader (`_training_loader`)."
+    dl, next_epoch = _training_loader(records, dc, workers, batch)
     want = max(clips, 2 * batch * max(1, workers) * 2)
-    n, bad, first = 0, 0, None
+    n, bad, first, epoch = 0, 0, None, 0
     cpu0 = _cpu_seconds(); t0 = time.perf_counter(); it = iter(dl)
     while n < want:
         try: b = next(it)
-        except StopIteration: it = iter(dl); continue
+        except StopIteration:
+            epoch += 1; next_epoch(epoch); it = iter(dl); continue
         if first is None: first = time.perf_counter() - t0
         n += b['video'].shape[0]; bad += int(b['n_bad'].sum())
     dt = time.perf_counter() - t0
-    del it; gc.collect()                                # the workers exit and are reaped: their CPU time is counted
+    del it, dl; gc.collect()                            # the workers exit and are reaped: their CPU time is counted
     cpu = _cpu_seconds() - cpu0
     return dict(clips=n, seconds=round(dt, 3), first_batch_s=round(first, 3), clips_per_s=round(n / dt, 3),
                 frames_per_s=round(n * dc.num_frames / dt, 1), n_bad=bad, cpu_s=round(cpu, 2),
@@ -298,21 +367,31 @@ def bench_data_table(r: dict) -> str:
              for x in r['results']]
     return '\n'.join(rows)
 
-
 # %% ../nbs/08_bench.ipynb #d4ed0bfe
-def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
-                store_clips: Optional[int] = None, progress: bool = True) -> dict:
-    "Loader clips/s decoding `cfg`'s `subset` videos (`raw`) and reading them from the prepared `store`, same settings."
-    import dataclasses
-    from steanet.data import DataError, load_records, open_store
-    recs, _ = load_records(cfg, subset); st = open_store(store)
-    recs = [r for r in recs if r.path in st]
+def _store_records(cfg, store, subset: str, fixtures, fmt: str = 'auto') -> tuple:
+    "(records, DataConfig) to time: the config's `subset` videos in the store, or the fixture videos (prepared if needed)."
+    from steanet.data import DataError, load_records, prepare_data, store_for
+    if cfg is None:
+        vs = _bench_sets(fixtures, ('fixtures',), 1, 1.0).get('fixtures')
+        if not vs: raise BenchError('bench data --store: no fixture videos here; give --fixtures DIR or --config X')
+        recs = [VideoRecord(str(p), 0, 'x') for p in vs]
+        prepare_data(records=recs, out=store, short_side=256, format=fmt, workers=2, progress=False, say=lambda m: None)
+        return recs, DataConfig(num_frames=16, input_size=224, short_side=256, store=str(store), root='')
+    dc = dataclasses.replace(cfg.data, store=str(store)); st = store_for(dc)
+    recs = [r for r in load_records(dc, subset)[0] if r.path in st]
     if not recs: raise DataError(f'{store}: none of the {subset} videos of the config are in the store; run prepare-data')
+    return recs, dc
+
+def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
+                store_clips: Optional[int] = None, fixtures=None, store_format: str = 'auto', progress: bool = True) -> dict:
+    "Training-loader clips/s decoding the sources (`raw`) and reading them from the prepared `store`, same settings."
+    from steanet.data import store_for
+    recs, dc0 = _store_records(cfg, store, subset, fixtures, store_format); st = store_for(dc0)
     recs = recs * max(1, (2 * clips) // len(recs))
-    out = dict(workers=workers, frames=cfg.data.num_frames, size=cfg.data.input_size, short_side=cfg.data.short_side,
-               sampling=cfg.data.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
-               store_format=st.format, store_bytes=sum({v['key']: v['bytes'] for v in st.videos.values()}.values()))
-    for name, dc in (('raw', dataclasses.replace(cfg.data, store='')), ('store', dataclasses.replace(cfg.data, store=str(store)))):
+    out = dict(workers=workers, frames=dc0.num_frames, size=dc0.input_size, short_side=dc0.short_side,
+               sampling=dc0.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
+               store_format=st.format, store_bytes=sum({v['sha256']: v['bytes'] for v in st.videos.values()}.values()))
+    for name, dc in (('raw', dataclasses.replace(dc0, store='')), ('store', dc0)):
         if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
         n = clips if name == 'raw' else (store_clips or 4 * clips)
         out[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
@@ -330,3 +409,94 @@ def bench_store_table(r: dict) -> str:
             f"({r['speedup']:.1f}x; {r['store_format']} store, {r['store_bytes'] / 1e6:.1f} MB); per CPU second: "
             f"raw {r['raw']['clips_per_cpu_s']:.2f}, store {r['store']['clips_per_cpu_s']:.2f} clips ({r['cpu_speedup']:.1f}x)")
 
+# %% ../nbs/08_bench.ipynb #e5b65bda
+DATASET_HOURS = {'ve8': 1100 * 107 / 3600, 'ek6': 1637 * 107 / 3600}   # source hours (Ek-6: VE-8's mean length assumed)
+
+def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 90), ('jpeg', 256, None, 75), ('jpeg', 256, 10.0, 90),
+                                            ('jpeg', 224, None, 90), ('raw', 256, None, None), ('h264', 256, None, None),
+                                            ('h264', 256, 10.0, None)),
+                  workers: int = 1, cores: int = 16, progress: bool = True) -> dict:
+    "Preparation rate and store size per (format, short side, fps, JPEG quality) setting on `videos` (default: the long set)."
+    import shutil, tempfile
+    from steanet.data import prepare_data
+    videos = [Path(v) for v in (videos or long_bench_videos())]
+    recs = [VideoRecord(str(p), 0, 'x') for p in videos]; rows = []
+    for fmt, side, fps, *q in settings:
+        q = (q[0] if q else None) or 90
+        d = Path(tempfile.mkdtemp(prefix='steanet-bench-prep-'))
+        try:
+            if progress: print(f'bench prepare: {fmt} q{q} short side {side} fps {fps or "all"} ...', file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            s = prepare_data(records=recs, out=d / 's', short_side=side, fps=fps, format=fmt, quality=q, workers=workers,
+                             progress=False, say=lambda m: None)
+            dt = time.perf_counter() - t0; src_h = s['source_seconds'] / 3600
+            from steanet.data import open_store                       # the decode seconds of each video (no start-up)
+            dec = sum(float(v.get('seconds') or 0) for v in open_store(d / 's').videos.values())
+            rate = s['source_seconds'] / dt / max(1, workers)
+            rows.append(dict(format=fmt, quality=q if fmt == 'jpeg' else None, short_side=side, fps=fps, videos=s['ok'],
+                             source_seconds=s['source_seconds'],
+                             seconds=round(dt, 2), source_s_per_s_per_worker=round(rate, 2),
+                             decode_source_s_per_s=round(s['source_seconds'] / dec, 2) if dec else None,
+                             gb_per_source_hour=round(s['size_bytes'] / 1e9 / src_h, 2),
+                             **{f'{k}_gb': round(s['size_bytes'] / 1e9 / src_h * h, 1) for k, h in DATASET_HOURS.items()},
+                             **{f'{k}_hours_on_{cores}_cores': round(h * 3600 / (rate * cores) / 3600, 2)
+                                for k, h in DATASET_HOURS.items()}))
+        finally: shutil.rmtree(d, ignore_errors=True)
+    return dict(results=rows, videos=[str(v) for v in videos], workers=workers, cores=cores)
+
+def bench_prepare_table(r: dict) -> str:
+    "The table `steanet bench data --prepare` prints (Markdown, as in the README)."
+    c = r['cores']
+    rows = [f'| format | short side | fps | source s / s / worker (wall) | (decoding only) | GB / source hour | VE-8 GB '
+            f'| VE-8 h on {c} cores | Ek-6 GB | Ek-6 h on {c} cores |', '|---|---|---|---|---|---|---|---|---|---|']
+    rows += [f"| {x['format']}{' q%d' % x['quality'] if x.get('quality') else ''} | {x['short_side']} | {x['fps'] or 'all'} | {x['source_s_per_s_per_worker']} | {x['decode_source_s_per_s']} | "
+             f"{x['gb_per_source_hour']} | {x['ve8_gb']} | {x[f've8_hours_on_{c}_cores']} | {x['ek6_gb']} | "
+             f"{x[f'ek6_hours_on_{c}_cores']} |" for x in r['results']]
+    return '\n'.join(rows)
+
+# %% ../nbs/08_bench.ipynb #57371b8b
+REPORT_VARIANTS = {'linear_probe': 0.3, 'aim': 0.7, 'steanet': 0.75}   # the synthetic runs' chance of a right answer
+
+def report_store(n_runs: int = 1000, home=None, progress: bool = True) -> tuple:
+    "`(uri, runs)`: a store of at least `n_runs` synthetic training runs (3 variants x 10 splits x seeds), made once."
+    import json as _json
+    from mlflow.tracking import MlflowClient
+    from steanet.report import log_synthetic_runs
+    home = Path(home or cache_dir('bench', f'report-{n_runs}')); home.mkdir(parents=True, exist_ok=True)
+    uri, made = f'sqlite:///{home}/mlflow.db', home / 'made.json'
+    if made.exists(): return uri, _json.loads(made.read_text())['runs']
+    logging.getLogger('alembic').setLevel(logging.WARNING); logging.getLogger('mlflow.store.db.utils').setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name('bench-report')
+    exp = exp.experiment_id if exp else client.create_experiment('bench-report', artifact_location=(home / 'artifacts').as_uri())
+    seeds = math.ceil(n_runs / (10 * len(REPORT_VARIANTS)))
+    if progress: print(f'bench report: logging {10 * seeds * len(REPORT_VARIANTS)} synthetic runs into {uri} (once) ...', file=sys.stderr)
+    ids = log_synthetic_runs(client, exp, REPORT_VARIANTS, splits=range(1, 11), seeds=range(seeds), n_videos=128)
+    made.write_text(_json.dumps({'runs': len(ids)}))
+    return uri, len(ids)
+
+def bench_report(n_runs: int = 1000, home=None, repeats: int = 2, progress: bool = True) -> dict:
+    "Wall seconds of `steanet report` (a fresh process) over a store of `n_runs` synthetic runs, `repeats` times."
+    import json as _json, subprocess, tempfile
+    uri, runs = report_store(n_runs, home, progress)
+    exe = Path(sys.executable).with_name('steanet')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'steanet.cli']
+    out, secs = None, []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            p = subprocess.run(cmd + ['report', '--tracking-uri', uri, '--experiment', 'bench-report', '--out', f'{d}/r',
+                                      '--json', '--quiet'], capture_output=True, text=True)
+            secs.append(time.perf_counter() - t)
+        if p.returncode: raise BenchError(f'bench report: steanet report failed: {p.stderr.strip().splitlines()[-1:]}')
+        out = _json.loads(p.stdout.strip().splitlines()[-1])
+    return {'runs': runs, 'seconds': secs, 'groups': len(out['groups']), 'comparisons': len(out['comparisons']),
+            'replications': [g['n'] for g in out['groups']], 'target_s': 15.0, 'uri': uri, 'load': os.getloadavg()[0]}
+
+def bench_report_table(r: dict) -> str:
+    "One line per timed report, and the target."
+    lines = [f"report over {r['runs']} runs ({r['groups']} groups x {r['replications']} replications, "
+             f"{r['comparisons']} comparisons), load {r['load']:.1f}:"]
+    lines += [f"  run {i + 1}: {s:.1f} s {'(< 15 s target)' if s < r['target_s'] else '(over the 15 s target)'}"
+              for i, s in enumerate(r['seconds'])]
+    return '\n'.join(lines)

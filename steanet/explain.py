@@ -207,7 +207,8 @@ def clip_items(cfg: ExperimentConfig, records, mean=None, std=None, class_names=
             continue
         mask = None
         if read_mask is not None:
-            m = np.asarray(read_mask(r, views[0]), dtype=bool)                       # (T, h, w) at the video's size
+            from steanet.data.store import source_frames             # a store's frames -> the source frames the masks index
+            m = np.asarray(read_mask(r, source_frames(cfg.data, r.path, views[0])), dtype=bool)   # (T, h, w) at the video's size
             m8 = repeat(m.astype(np.uint8) * 255, 't h w -> t h w c', c=3)
             mask = mask_tf(m8)[0][0] > 127                                           # same resize + crop -> (T, H, W)
         p = Path(r.path); name = p.stem                                              # unique, file-name safe

@@ -21,6 +21,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer, Qui
 from .config import ExperimentConfig, AdapterConfig, SteanetError, VARIANTS, atomic_write, redact_tree
 from .adapters import (ADAPTER_TYPES, SpatialAdapter, TemporalAdapter, TemporalInAdapter, MLPAdapter, TEA, SEA,
                               OfficialTEA, OfficialSEA, reinterpret)
+from .lean import RECOMPUTE, block_forward, lean_applies, norm, part
 
 # %% auto #0
 __all__ = ['TINY_CONFIGS', 'EXTRA_SAFE_GLOBALS', 'TUNABLE_KINDS', 'register_tiny_configs', 'RandomBackboneError', 'BackboneError',
@@ -251,12 +252,7 @@ def load_visual(name: str, pretrained: Optional[str] = None, image_size=None, qu
 # %% ../nbs/02_model.ipynb #384c5433
 def layer_norm(ln: nn.LayerNorm, x):
     "LayerNorm in x's dtype: under autocast with bf16/fp16 activations, no fp32 round trip of the activations."
-    w, b = ln.weight, ln.bias
-    if x.dtype != torch.float32 and torch.is_autocast_enabled(x.device.type):
-        with torch.autocast(x.device.type, enabled=False):
-            return F.layer_norm(x, ln.normalized_shape, w.to(x.dtype) if w is not None else None,
-                                b.to(x.dtype) if b is not None else None, ln.eps)
-    return F.layer_norm(x, ln.normalized_shape, w, b, ln.eps)
+    return norm(x, ln.weight, ln.bias, ln.eps)
 
 def packed_attention(attn: nn.MultiheadAttention, x, heads: int):
     "Self-attention of batch-first `x (s, l, d)` with `attn`'s packed qkv weights via `F.scaled_dot_product_attention`."
@@ -287,7 +283,7 @@ def drop_path_tokens(x, p: float, training: bool):
 class STEABlock(nn.Module):
     "An open_clip `ResidualAttentionBlock` with adapters; adopts the block's modules so their names do not change."
     def __init__(self, block: ResidualAttentionBlock, *, heads: int, variant: str, adapters: AdapterConfig,
-                 drop_path: float = 0., fast_attention: bool = True, last: bool = False):
+                 drop_path: float = 0., fast_attention: bool = True, last: bool = False, recompute: str = 'off'):
         super().__init__()
         if not isinstance(block, ResidualAttentionBlock) or hasattr(block, 'ln_1_kv'):
             raise TypeError(f'STEABlock wraps open_clip ResidualAttentionBlock self-attention blocks, got {type(block).__name__}')
@@ -296,6 +292,8 @@ class STEABlock(nn.Module):
         d, a = block.ln_1.normalized_shape[0], adapters
         self.heads, self.variant, self.drop_path_rate = heads, variant, drop_path
         self.fast_attention = fast_attention and variant != 'official'
+        if recompute not in RECOMPUTE: raise ValueError(f'backbone.recompute={recompute!r}: one of {", ".join(RECOMPUTE)}')
+        self.recompute = recompute if variant != 'official' else 'off'   # official: the release's autograd, untouched
         self.attn_probe = None  # explain-only attention path: steanet.explain_relevance sets it (returns the same output)
         self.scale = a.adapter_scale
         on = variant != 'linear_probe'
@@ -321,33 +319,44 @@ class STEABlock(nn.Module):
 
     def _ln(self, ln, x): return layer_norm(ln, x) if self.fast_attention else ln(x)
 
-    def forward(self, x, T: int, gh: int, gw: int):
-        "x: `(b t) n d` tokens of T frames on a gh x gw grid -> same shape."
+    def _p(self, name: str, f, *args):
+        "Run `f(*args)` as block part `name` (what `bench model`'s saved-bytes table calls it)."
+        with part(name): return f(*args)
+
+    def forward(self, x, T: int, gh: int, gw: int, cls_only: bool = False):
+        """x: `(b t) n d` tokens of T frames on a gh x gw grid -> same shape. With `recompute` on, a training forward
+        with grad (not compiled, no `attn_probe`) takes the fused path of `steanet.lean` (same numbers, less kept for
+        backward); there, `cls_only` (the last block) returns the class token `(b t) 1 d` only."""
         if self.variant == 'official': return self._forward_official(x, T, gh, gw)
         n, B = x.shape[1], x.shape[0] // T
         dp = lambda y: drop_path(y, self.drop_path_rate, self.training, B)
+        if (self.recompute != 'off' and self.training and torch.is_grad_enabled() and getattr(self, 'attn_probe', None) is None
+                and not torch.compiler.is_compiling() and lean_applies(self)):   # compiled: AOTAutograd picks what to save
+            return block_forward(self, x, T, gh, gw, dp, cls_only, recompute_mlp=self.recompute == 'mlp')
+        p = self._p
         # 1. temporal
         if self.T_Adapter is not None or self.TEA is not None:
-            xt = self._ln(self.ln_1, rearrange(x, '(b t) n d -> (b n) t d', t=T))
+            xt = p('norm', self._ln, self.ln_1, rearrange(x, '(b t) n d -> (b n) t d', t=T))
             delta = None
             if self.T_Adapter is not None:
-                h = self.T_Adapter_in(xt) if self.T_Adapter_in is not None else xt
-                delta = self.T_Adapter(self.ls_1(self.attention(h)))
+                h = p('adapter:temporal', self.T_Adapter_in, xt) if self.T_Adapter_in is not None else xt
+                delta = p('adapter:temporal', self.T_Adapter, self.ls_1(p('attention', self.attention, h)))
             if self.TEA is not None:
-                delta = self.TEA(xt) if delta is None else delta + self.TEA(xt)
+                tea = p('adapter:tea', self.TEA, xt)
+                delta = tea if delta is None else delta + tea
             x = x + dp(rearrange(delta, '(b n) t d -> (b t) n d', n=n))
         # 2. spatial
-        xs_ln = self._ln(self.ln_1, x)
-        xs = self.ls_1(self.attention(xs_ln))
-        if self.S_Adapter is not None: xs = self.S_Adapter(xs)
+        xs_ln = p('norm', self._ln, self.ln_1, x)
+        xs = self.ls_1(p('attention', self.attention, xs_ln))
+        if self.S_Adapter is not None: xs = p('adapter:spatial', self.S_Adapter, xs)
         if self.SEA is not None:
-            sea = dp(self.SEA(xs_ln[:, 1:], gh, gw))
+            sea = dp(p('adapter:sea', self.SEA, xs_ln[:, 1:], gh, gw))
             xs = torch.cat([xs[:, :1], xs[:, 1:] + sea], dim=1)
         x = x + xs
         # 3. joint
-        xn = self._ln(self.ln_2, x)
-        y = x + self.ls_2(self.mlp(xn))
-        if self.MLP_Adapter is not None: y = y + dp(self.scale * self.MLP_Adapter(xn))
+        xn = p('norm', self._ln, self.ln_2, x)
+        y = x + self.ls_2(p('mlp', self.mlp, xn))
+        if self.MLP_Adapter is not None: y = y + dp(self.scale * p('adapter:mlp', self.MLP_Adapter, xn))
         return y
 
     def _forward_official(self, x, T, gh, gw):
@@ -357,26 +366,28 @@ class STEABlock(nn.Module):
         if n != 197 and (self.TEA is not None or self.SEA is not None): raise official_geometry_error(n)
         dp = lambda y: drop_path_tokens(y, self.drop_path_rate, self.training)
         # 1. temporal: T_Adapter on the attention across frames, plus TEA reinterpreted with .view(n, b*t, d)
-        xt_ln = self.ln_1(rearrange(x, '(b t) n d -> (b n) t d', t=T))
+        p = self._p
+        xt_ln = p('norm', self.ln_1, rearrange(x, '(b t) n d -> (b n) t d', t=T))
         if self.T_Adapter is not None:
-            h = self.T_Adapter_in(xt_ln) if self.T_Adapter_in is not None else xt_ln
-            x = x + dp(rearrange(self.T_Adapter(self.attention(h)), '(b n) t d -> (b t) n d', n=n))
+            h = p('adapter:temporal', self.T_Adapter_in, xt_ln) if self.T_Adapter_in is not None else xt_ln
+            x = x + dp(rearrange(p('adapter:temporal', self.T_Adapter, p('attention', self.attention, h)),
+                                 '(b n) t d -> (b t) n d', n=n))
         if self.TEA is not None:
-            tea = self.TEA(rearrange(xt_ln, '(b n) t d -> t (b n) d', n=n))       # release layout (t, b*n, d)
+            tea = p('adapter:tea', self.TEA, rearrange(xt_ln, '(b n) t d -> t (b n) d', n=n))  # release layout (t, b*n, d)
             tea = reinterpret(tea, 'n f d', n=n, f=B * T)                          # its .view(n, b*t, d)
             x = x + rearrange(tea, 'n f d -> f n d')                              # x + drop_path(xt) + TEA(...)
         # 2. spatial: S_Adapter (skip) on the attention, SEA on the patch tokens of ln_1(x)
-        x_ln = self.ln_1(x)
-        xs = self.attention(x_ln)
-        if self.S_Adapter is not None: xs = self.S_Adapter(xs)
+        x_ln = p('norm', self.ln_1, x)
+        xs = p('attention', self.attention, x_ln)
+        if self.S_Adapter is not None: xs = p('adapter:spatial', self.S_Adapter, xs)
         if self.SEA is not None:
-            sea = self.SEA(rearrange(x_ln[:, 1:], 'f m d -> m f d'))               # release layout (m, b*t, d)
+            sea = p('adapter:sea', self.SEA, rearrange(x_ln[:, 1:], 'f m d -> m f d'))  # release layout (m, b*t, d)
             xs = torch.cat([xs[:, :1], xs[:, 1:] + rearrange(sea, 'm f d -> f m d')], dim=1)
         x = x + xs
         # 3. joint
-        xn = self.ln_2(x)
-        y = x + self.mlp(xn)
-        if self.MLP_Adapter is not None: y = y + dp(self.scale * self.MLP_Adapter(xn))
+        xn = p('norm', self.ln_2, x)
+        y = x + p('mlp', self.mlp, xn)
+        if self.MLP_Adapter is not None: y = y + dp(self.scale * p('adapter:mlp', self.MLP_Adapter, xn))
         return y
 
 # %% ../nbs/02_model.ipynb #e8309607
@@ -419,7 +430,7 @@ class STEANet(nn.Module):
     def __init__(self, visual: VisionTransformer, *, num_classes: int, num_frames: int,
                  adapters: Optional[AdapterConfig] = None, drop_path_rate: float = 0., dropout: float = 0.,
                  fast_attention: bool = True, grad_checkpointing: bool = False, train_ln_post: bool = True,
-                 meta: Optional[dict] = None):
+                 meta: Optional[dict] = None, recompute: str = 'off'):
         super().__init__()
         a = copy.deepcopy(adapters or AdapterConfig())
         if a.variant not in VARIANTS: raise ValueError(f'unknown variant {a.variant!r}; variants: {VARIANTS}')
@@ -443,7 +454,7 @@ class STEANet(nn.Module):
         else: rates = [drop_path_rate * i / max(L - 1, 1) for i in range(L)]
         visual.transformer.resblocks = nn.ModuleList(
             STEABlock(b, heads=self.heads, variant=a.variant, adapters=a, drop_path=r, fast_attention=fast_attention,
-                      last=i == L - 1)
+                      last=i == L - 1, recompute=recompute)
             for i, (b, r) in enumerate(zip(visual.transformer.resblocks, rates)))
         use_te = a.temporal_embedding and a.variant != 'linear_probe'
         self.temporal_embedding = TemporalEmbedding(num_frames, self.width) if use_te else None
@@ -473,12 +484,13 @@ class STEANet(nn.Module):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         if self.temporal_embedding is not None: x = self.temporal_embedding(x, T)
         x = layer_norm(v.ln_pre, x) if not isinstance(v.ln_pre, nn.Identity) else x
-        for blk in v.transformer.resblocks:
+        L = len(v.transformer.resblocks)
+        for i, blk in enumerate(v.transformer.resblocks):      # the last block may return its class token only
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, T, gh, gw, use_reentrant=False)
+                x = checkpoint(blk, x, T, gh, gw, i == L - 1, use_reentrant=False)
             else:
-                x = blk(x, T, gh, gw)
-        x = layer_norm(v.ln_post, x[:, 0])
+                x = blk(x, T, gh, gw, i == L - 1)
+        with part('norm'): x = layer_norm(v.ln_post, x[:, 0])
         return rearrange(x, '(b t) d -> b t d', t=T)
 
     def forward_head(self, feats):
@@ -611,7 +623,8 @@ def build_model(cfg: Optional[ExperimentConfig] = None, *, num_classes: Optional
     info['allow_random_backbone'] = bool(b.allow_random_backbone)
     model = STEANet(visual, num_classes=int(k), num_frames=cfg.data.num_frames, adapters=cfg.adapters,
                     drop_path_rate=b.drop_path_rate, dropout=cfg.train.dropout, fast_attention=b.fast_attention,
-                    grad_checkpointing=b.grad_checkpointing, train_ln_post=b.train_ln_post, meta=info)
+                    grad_checkpointing=b.grad_checkpointing, train_ln_post=b.train_ln_post, meta=info,
+                    recompute=b.recompute)
     return mark_trainable(model)
 
 # %% ../nbs/02_model.ipynb #7ba6d67c

@@ -112,7 +112,7 @@ def _real(p) -> str: return os.path.realpath(os.path.expanduser(str(p)))
 def _content_hash(cfg: ExperimentConfig):
     "`path -> sha256 or None` from the prepared store of `data.store`, when it knows its sources' hashes; else None."
     if not cfg.data.store: return None
-    fn = getattr(data.open_store(cfg.data.store), 'source_sha256', None)   # Store.source_sha256 (the store's room)
+    fn = getattr(data.store_for(cfg.data), 'source_sha256', None)   # Store.source_sha256 (the store's room), sources under data.root
     return fn if callable(fn) else None
 
 def overlap(a: Sequence[VideoRecord], b: Sequence[VideoRecord], sha=None) -> tuple:

@@ -266,7 +266,24 @@ def test_bench_model_cli_json():
         for k in ('train_clips_per_s', 'infer_clips_per_s', 'peak_mem_mb', 'tunable_params', 'train_flops'):
             assert k in r['variants'][v], (v, k)
         assert r['variants'][v]['train_clips_per_s'] > 0
+        parts = r['variants'][v]['saved_by_part']
+        assert {'attention', 'norm'} <= set(parts), parts
+        assert abs(sum(parts.values()) - r['variants'][v]['saved_bytes_per_clip']) < 1, v
     assert r['frames'] == 2 and r['backbone'] == 'steanet-tiny'
+    c = r['steanet_vs_official']
+    assert c['saved_bytes_ratio'] == r['variants']['steanet']['saved_bytes_per_clip'] / r['variants']['official']['saved_bytes_per_clip']
+    assert c['saved_bytes_ratio'] < 0.6                            # the default recompute keeps less than the release
+    assert r['variants']['official']['recompute'] == 'off' and r['variants']['steanet']['recompute'] == 'mlp'
+    assert r['gemm_reference']['flops_per_s'] == r['gemm_flops_per_s'] and r['gemm_reference']['threads'] >= 1
+    assert all(v['train_vs_gemm_bound'] > 0 for v in r['variants'].values())
+
+
+def test_bench_model_recompute_off_keeps_what_plain_autograd_keeps():
+    from steanet.bench import bench_model
+    r = bench_model(backbone='steanet-tiny', image_size=56, frames=2, steps=1, warmup=0, device='cpu', recompute='off')
+    s, o = r['variants']['steanet'], r['variants']['official']
+    assert s['recompute'] == 'off' and 0.9 < r['steanet_vs_official']['saved_bytes_ratio'] < 1.1
+    assert s['saved_by_part'].get('mlp', 0) > 0 and o['saved_by_part']['mlp'] > 0
 
 
 def test_bench_cli_dispatch(capsys):

@@ -332,3 +332,32 @@ def test_fit_makes_the_cli_preflight_checks(synth, tmp_path):
     with pytest.raises(DataError, match='at least 2 class'):
         fit(make_config('folder', folder_overrides(one)), run_dir=tmp_path / 'run', progress=False)
     assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)
+
+
+def test_carve_outs_partition_every_single_list():
+    "Property: any one CSV list, any fractions and seed: train, val and test partition it, stratified, test disjoint."
+    import tempfile
+    from hypothesis import given, settings, strategies as st
+    from steanet.protocol import resolve_splits
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
+    @given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5), tf=st.floats(0.05, 0.45),
+           vf=st.sampled_from([0.0, 0.2, 0.5]), seed=st.integers(0, 2**32 - 1))
+    def check(sizes, tf, vf, seed):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d); rows = []
+            for c, n in enumerate(sizes):
+                (d / f'c{c}').mkdir()
+                for i in range(n): (d / f'c{c}' / f'v{i}.mp4').touch(); rows.append(f'c{c}/v{i}.mp4,{c}\n')
+            (d / 'one.csv').write_text(''.join(rows))
+            cfg = make_config('folder', ['data.format=csv', f'data.root={d}', f'data.annotations={d / "one.csv"}',
+                                         f'data.test_fraction={tf}', f'data.val_fraction={vf}', f'data.split_seed={seed}'])
+            sp = resolve_splits(cfg)
+            parts = [{r.path for r in x} for x in (sp.train, sp.val, sp.test)]
+            assert sum(map(len, parts)) == len(rows) == len(set().union(*parts))      # a partition: nothing lost or shared
+            for c, n in enumerate(sizes):                                             # stratified, one video at least stays
+                k = sum(r.label == c for r in sp.test)
+                assert k == (0 if n < 2 else min(max(round(n * tf), 1), n - 1)), (c, n, k)
+                assert sum(r.label == c for r in sp.train + sp.val) == n - k
+            assert [r.path for r in resolve_splits(make_config(cfg, ['train.seed=5'])).test] == [r.path for r in sp.test]
+    check()
