@@ -115,11 +115,12 @@ def _quiet_mlflow_data():
         yield
 
 def log_inputs(run, cfg: ExperimentConfig, splits: dict) -> list:
-    """Log `{split: records}` (empty splits skipped) as the inputs of `run` (a `tracking.Run`; a no-op one logs
+    """Log `{split: records}` (empty splits and splits of other items skipped) as the inputs of `run` (a `tracking.Run`; a no-op one logs
     nothing); returns the `(name, digest, context)` logged."""
     if run is None or not getattr(run, 'active', False): return []
     from mlflow.entities import DatasetInput, InputTag
-    ins = [(k, split_dataset(cfg, k, v)) for k, v in splits.items() if v]
+    ins = [(k, split_dataset(cfg, k, v)) for k, v in splits.items()   # records only: a test's stand-in items are no dataset
+           if v and all(isinstance(r, VideoRecord) for r in v)]
     if not ins: return []
     with _quiet_mlflow_data():                                  # the schema is inferred here
         entities = [DatasetInput(d._to_mlflow_entity(), [InputTag(DATASET_CONTEXT, k)]) for k, d in ins]
