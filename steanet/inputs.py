@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import ExperimentConfig, SteanetError, project_dir, redact
+from .config import ExperimentConfig, SteanetError, printable, project_dir, redact
 from .data import DataError, VideoRecord
 from .data.records import _resolve
 from .tracking import records_hash
@@ -100,10 +100,10 @@ def dataset_source(cfg: ExperimentConfig) -> str:
 def split_dataset(cfg: ExperimentConfig, split: str, records: Sequence[VideoRecord]):
     "The `mlflow.data` pandas dataset of one split's records (see above)."
     import mlflow.data, pandas as pd
-    df = pd.DataFrame({'video': [video_key(r.path, cfg.data.root) for r in records],
+    df = pd.DataFrame({'video': [printable(video_key(r.path, cfg.data.root)) for r in records],   # a name not UTF-8: \xNN
                        'label': [int(r.label) for r in records], 'class_name': [r.class_name for r in records]})
     with _quiet_mlflow_data():
-        return mlflow.data.from_pandas(df, source=dataset_source(cfg), targets='label',
+        return mlflow.data.from_pandas(df, source=printable(dataset_source(cfg)), targets='label',
                                        name=f'{cfg.data.dataset}-{split}', digest=records_hash(records))
 
 @contextlib.contextmanager
