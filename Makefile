@@ -15,12 +15,14 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MPLBACKEND := Agg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test check-sync check-clean check-readme nbtest pytest lab ui dashboard readme export clean-nbs help
+.PHONY: install demo experiments serve test check-sync check-clean check-readme nbtest pytest lab ui dashboard readme export clean-nbs help
 
 help:
 	@echo "make demo    - install, then run the embedded demo (synthetic emotion videos, three MLflow runs)"
+	@echo "make experiments - execute nbs/experiments/*.ipynb (NB=one.ipynb: only it) and store their figures/tables"
 	@echo "make test    - install, then the gate: export sync, clean notebooks, README sync, nbdev_test, pytest"
 	@echo "make lab     - JupyterLab on 127.0.0.1 (the notebooks in nbs/)"
+	@echo "make serve RUN=<run id> - serve that run's MLflow Model on http://127.0.0.1:5001/invocations (MEDIA=DIR: also paths under DIR)"
 	@echo "make ui      - MLflow UI on the project's default store (sqlite:///mlruns/mlflow.db)"
 	@echo "make dashboard - optuna-dashboard on the project's study storage (sqlite:///mlruns/optuna.db), 127.0.0.1"
 	@echo "make readme  - render README.md from nbs/index.ipynb"
@@ -37,6 +39,12 @@ $(STAMP): setup.py settings.ini
 
 demo: install
 	$(BIN)/steanet demo
+
+# the experiment notebooks, executed (slow cells too) with their outputs stored (each < 1 MB; stderr noise dropped),
+# then cleaned like every notebook (nbdev_clean keeps outputs, drops execution counts and metadata)
+experiments: install
+	STEANET_HOME="$${STEANET_HOME:-$(CURDIR)}" $(BIN)/python -m steanet.experiments $(NB)
+	$(BIN)/nbdev_clean --fname nbs/experiments
 
 test: install check-sync check-clean check-readme nbtest pytest
 	@echo "make test: all gates passed"
@@ -108,6 +116,11 @@ ui: install
 	case "$$uri" in http://*|https://*) echo "MLFLOW_TRACKING_URI=$$shown is a tracking server: open that address"; exit 0;; esac; \
 	echo "MLflow UI of $$shown on http://127.0.0.1:$${PORT:-5000}"; \
 	exec $(BIN)/mlflow ui --host 127.0.0.1 --port $${PORT:-5000} --backend-store-uri "$$uri" --default-artifact-root ./mlruns
+
+# a run's MLflow Model over HTTP (steanet serve: mlflow models serve --env-manager local with this venv's bin on PATH)
+serve: install
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=<run id | runs:/<id>/model | models:/NAME/VERSION> [PORT=5001] [MEDIA=DIR]"; exit 2; }
+	$(BIN)/steanet serve "$(RUN)" --port "$${PORT:-5001}" $${MEDIA:+--media-root "$$MEDIA"}
 
 # studies of `steanet tune` (default storage) with the plots / trials.csv / best_config.yaml it attaches (mlruns/optuna-artifacts)
 dashboard: install

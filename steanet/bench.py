@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_bench.ipynb #4ff27d9d
 from __future__ import annotations
-import gc, logging, math, os, statistics, sys, threading, time
+import dataclasses, gc, logging, math, os, statistics, sys, threading, time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataConfig, SteanetError, cache_dir
-from .data import VIDEO_EXTS, VideoRecord, build_dataloader, find_fixtures, write_video
+from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find_fixtures, write_video
 
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant', 'largest_batch', 'max_batch_cuda', 'BenchError',
-           'bench_device', 'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos', 'bench_data',
-           'bench_data_table', 'bench_store', 'bench_store_table']
+__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant',
+           'largest_batch', 'max_batch_cuda', 'BenchError', 'bench_device', 'check_counts', 'bench_model',
+           'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
+           'bench_store_table', 'bench_prepare', 'bench_prepare_table', 'report_store', 'bench_report',
+           'bench_report_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -326,22 +328,32 @@ def long_bench_videos(n: int = 2, seconds: float = 60.0, size=(360, 640), fps: i
         out.append(p)
     return out
 
+def _training_loader(records, dc: DataConfig, workers: int, batch: int):
+    """The loader a training run builds (the dataset, its seeded items, the epoch batch sampler, the one loader
+    factory `make_loader` with persistent workers), over `records`: (loader, batches)."""
+    import open_clip                                    # CLIP's mean/std: the values do not change the cost
+    try: from steanet.runtime import EpochBatches, SeededItems, epoch_batches, make_loader   # the runtime room (i20b)
+    except ImportError: from steanet.train import EpochBatches, SeededItems, epoch_batches, make_loader
+    ds = build_dataset(dc, 'train', records=records, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    batches = EpochBatches(); batches.set(0, epoch_batches(len(ds), batch, 0, 0))
+    dl = make_loader(SeededItems(ds, 0), batches, batch_size=batch, num_workers=workers, device='cpu', persistent=True)
+    return dl, lambda e: batches.set(e, epoch_batches(len(ds), batch, e, 0))
+
 def _bench_loader(records, dc: DataConfig, workers: int, clips: int, batch: int) -> dict:
     "Wall time from creating the iterator (worker start-up included) to `clips` clips, with enough clips that the"
-    " prefetched batches (workers x 2) are a small part of the count."
-    import open_clip                                    # CLIP's mean/std: the values do not change the cost
-    dl = build_dataloader(dc, 'train', records=records, batch_size=batch, num_workers=workers, persistent_workers=False,
-                          mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+    " prefetched batches (workers x 2) are a small part of the count; the training loader (`_training_loader`)."
+    dl, next_epoch = _training_loader(records, dc, workers, batch)
     want = max(clips, 2 * batch * max(1, workers) * 2)
-    n, bad, first = 0, 0, None
+    n, bad, first, epoch = 0, 0, None, 0
     cpu0 = _cpu_seconds(); t0 = time.perf_counter(); it = iter(dl)
     while n < want:
         try: b = next(it)
-        except StopIteration: it = iter(dl); continue
+        except StopIteration:
+            epoch += 1; next_epoch(epoch); it = iter(dl); continue
         if first is None: first = time.perf_counter() - t0
         n += b['video'].shape[0]; bad += int(b['n_bad'].sum())
     dt = time.perf_counter() - t0
-    del it; gc.collect()                                # the workers exit and are reaped: their CPU time is counted
+    del it, dl; gc.collect()                            # the workers exit and are reaped: their CPU time is counted
     cpu = _cpu_seconds() - cpu0
     return dict(clips=n, seconds=round(dt, 3), first_batch_s=round(first, 3), clips_per_s=round(n / dt, 3),
                 frames_per_s=round(n * dc.num_frames / dt, 1), n_bad=bad, cpu_s=round(cpu, 2),
@@ -400,19 +412,30 @@ def bench_data_table(r: dict) -> str:
     return '\n'.join(rows)
 
 # %% ../nbs/08_bench.ipynb #d4ed0bfe
-def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
-                store_clips: Optional[int] = None, progress: bool = True) -> dict:
-    "Loader clips/s decoding `cfg`'s `subset` videos (`raw`) and reading them from the prepared `store`, same settings."
-    import dataclasses
-    from steanet.data import DataError, load_records, open_store
-    recs, _ = load_records(cfg, subset); st = open_store(store)
-    recs = [r for r in recs if r.path in st]
+def _store_records(cfg, store, subset: str, fixtures, fmt: str = 'auto') -> tuple:
+    "(records, DataConfig) to time: the config's `subset` videos in the store, or the fixture videos (prepared if needed)."
+    from steanet.data import DataError, load_records, prepare_data, store_for
+    if cfg is None:
+        vs = _bench_sets(fixtures, ('fixtures',), 1, 1.0).get('fixtures')
+        if not vs: raise BenchError('bench data --store: no fixture videos here; give --fixtures DIR or --config X')
+        recs = [VideoRecord(str(p), 0, 'x') for p in vs]
+        prepare_data(records=recs, out=store, short_side=256, format=fmt, workers=2, progress=False, say=lambda m: None)
+        return recs, DataConfig(num_frames=16, input_size=224, short_side=256, store=str(store), root='')
+    dc = dataclasses.replace(cfg.data, store=str(store)); st = store_for(dc)
+    recs = [r for r in load_records(dc, subset)[0] if r.path in st]
     if not recs: raise DataError(f'{store}: none of the {subset} videos of the config are in the store; run prepare-data')
+    return recs, dc
+
+def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
+                store_clips: Optional[int] = None, fixtures=None, store_format: str = 'auto', progress: bool = True) -> dict:
+    "Training-loader clips/s decoding the sources (`raw`) and reading them from the prepared `store`, same settings."
+    from steanet.data import store_for
+    recs, dc0 = _store_records(cfg, store, subset, fixtures, store_format); st = store_for(dc0)
     recs = recs * max(1, (2 * clips) // len(recs))
-    out = dict(workers=workers, frames=cfg.data.num_frames, size=cfg.data.input_size, short_side=cfg.data.short_side,
-               sampling=cfg.data.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
-               store_format=st.format, store_bytes=sum({v['key']: v['bytes'] for v in st.videos.values()}.values()))
-    for name, dc in (('raw', dataclasses.replace(cfg.data, store='')), ('store', dataclasses.replace(cfg.data, store=str(store)))):
+    out = dict(workers=workers, frames=dc0.num_frames, size=dc0.input_size, short_side=dc0.short_side,
+               sampling=dc0.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
+               store_format=st.format, store_bytes=sum({v['sha256']: v['bytes'] for v in st.videos.values()}.values()))
+    for name, dc in (('raw', dataclasses.replace(dc0, store='')), ('store', dc0)):
         if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
         n = clips if name == 'raw' else (store_clips or 4 * clips)
         out[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
@@ -429,3 +452,95 @@ def bench_store_table(r: dict) -> str:
             f"raw {r['raw']['clips_per_s']:.2f} clips/s, store {r['store']['clips_per_s']:.2f} clips/s "
             f"({r['speedup']:.1f}x; {r['store_format']} store, {r['store_bytes'] / 1e6:.1f} MB); per CPU second: "
             f"raw {r['raw']['clips_per_cpu_s']:.2f}, store {r['store']['clips_per_cpu_s']:.2f} clips ({r['cpu_speedup']:.1f}x)")
+
+# %% ../nbs/08_bench.ipynb #e5b65bda
+DATASET_HOURS = {'ve8': 1100 * 107 / 3600, 'ek6': 1637 * 107 / 3600}   # source hours (Ek-6: VE-8's mean length assumed)
+
+def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 90), ('jpeg', 256, None, 75), ('jpeg', 256, 10.0, 90),
+                                            ('jpeg', 224, None, 90), ('raw', 256, None, None), ('h264', 256, None, None),
+                                            ('h264', 256, 10.0, None)),
+                  workers: int = 1, cores: int = 16, progress: bool = True) -> dict:
+    "Preparation rate and store size per (format, short side, fps, JPEG quality) setting on `videos` (default: the long set)."
+    import shutil, tempfile
+    from steanet.data import prepare_data
+    videos = [Path(v) for v in (videos or long_bench_videos())]
+    recs = [VideoRecord(str(p), 0, 'x') for p in videos]; rows = []
+    for fmt, side, fps, *q in settings:
+        q = (q[0] if q else None) or 90
+        d = Path(tempfile.mkdtemp(prefix='steanet-bench-prep-'))
+        try:
+            if progress: print(f'bench prepare: {fmt} q{q} short side {side} fps {fps or "all"} ...', file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            s = prepare_data(records=recs, out=d / 's', short_side=side, fps=fps, format=fmt, quality=q, workers=workers,
+                             progress=False, say=lambda m: None)
+            dt = time.perf_counter() - t0; src_h = s['source_seconds'] / 3600
+            from steanet.data import open_store                       # the decode seconds of each video (no start-up)
+            dec = sum(float(v.get('seconds') or 0) for v in open_store(d / 's').videos.values())
+            rate = s['source_seconds'] / dt / max(1, workers)
+            rows.append(dict(format=fmt, quality=q if fmt == 'jpeg' else None, short_side=side, fps=fps, videos=s['ok'],
+                             source_seconds=s['source_seconds'],
+                             seconds=round(dt, 2), source_s_per_s_per_worker=round(rate, 2),
+                             decode_source_s_per_s=round(s['source_seconds'] / dec, 2) if dec else None,
+                             gb_per_source_hour=round(s['size_bytes'] / 1e9 / src_h, 2),
+                             **{f'{k}_gb': round(s['size_bytes'] / 1e9 / src_h * h, 1) for k, h in DATASET_HOURS.items()},
+                             **{f'{k}_hours_on_{cores}_cores': round(h * 3600 / (rate * cores) / 3600, 2)
+                                for k, h in DATASET_HOURS.items()}))
+        finally: shutil.rmtree(d, ignore_errors=True)
+    return dict(results=rows, videos=[str(v) for v in videos], workers=workers, cores=cores)
+
+def bench_prepare_table(r: dict) -> str:
+    "The table `steanet bench data --prepare` prints (Markdown, as in the README)."
+    c = r['cores']
+    rows = [f'| format | short side | fps | source s / s / worker (wall) | (decoding only) | GB / source hour | VE-8 GB '
+            f'| VE-8 h on {c} cores | Ek-6 GB | Ek-6 h on {c} cores |', '|---|---|---|---|---|---|---|---|---|---|']
+    rows += [f"| {x['format']}{' q%d' % x['quality'] if x.get('quality') else ''} | {x['short_side']} | {x['fps'] or 'all'} | {x['source_s_per_s_per_worker']} | {x['decode_source_s_per_s']} | "
+             f"{x['gb_per_source_hour']} | {x['ve8_gb']} | {x[f've8_hours_on_{c}_cores']} | {x['ek6_gb']} | "
+             f"{x[f'ek6_hours_on_{c}_cores']} |" for x in r['results']]
+    return '\n'.join(rows)
+
+# %% ../nbs/08_bench.ipynb #57371b8b
+REPORT_VARIANTS = {'linear_probe': 0.3, 'aim': 0.7, 'steanet': 0.75}   # the synthetic runs' chance of a right answer
+
+def report_store(n_runs: int = 1000, home=None, progress: bool = True) -> tuple:
+    "`(uri, runs)`: a store of at least `n_runs` synthetic training runs (3 variants x 10 splits x seeds), made once."
+    import json as _json
+    from mlflow.tracking import MlflowClient
+    from steanet.report import log_synthetic_runs
+    home = Path(home or cache_dir('bench', f'report-{n_runs}')); home.mkdir(parents=True, exist_ok=True)
+    uri, made = f'sqlite:///{home}/mlflow.db', home / 'made.json'
+    if made.exists(): return uri, _json.loads(made.read_text())['runs']
+    logging.getLogger('alembic').setLevel(logging.WARNING); logging.getLogger('mlflow.store.db.utils').setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name('bench-report')
+    exp = exp.experiment_id if exp else client.create_experiment('bench-report', artifact_location=(home / 'artifacts').as_uri())
+    seeds = math.ceil(n_runs / (10 * len(REPORT_VARIANTS)))
+    if progress: print(f'bench report: logging {10 * seeds * len(REPORT_VARIANTS)} synthetic runs into {uri} (once) ...', file=sys.stderr)
+    ids = log_synthetic_runs(client, exp, REPORT_VARIANTS, splits=range(1, 11), seeds=range(seeds), n_videos=128)
+    made.write_text(_json.dumps({'runs': len(ids)}))
+    return uri, len(ids)
+
+def bench_report(n_runs: int = 1000, home=None, repeats: int = 2, progress: bool = True) -> dict:
+    "Wall seconds of `steanet report` (a fresh process) over a store of `n_runs` synthetic runs, `repeats` times."
+    import json as _json, subprocess, tempfile
+    uri, runs = report_store(n_runs, home, progress)
+    exe = Path(sys.executable).with_name('steanet')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'steanet.cli']
+    out, secs = None, []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            p = subprocess.run(cmd + ['report', '--tracking-uri', uri, '--experiment', 'bench-report', '--out', f'{d}/r',
+                                      '--json', '--quiet'], capture_output=True, text=True)
+            secs.append(time.perf_counter() - t)
+        if p.returncode: raise BenchError(f'bench report: steanet report failed: {p.stderr.strip().splitlines()[-1:]}')
+        out = _json.loads(p.stdout.strip().splitlines()[-1])
+    return {'runs': runs, 'seconds': secs, 'groups': len(out['groups']), 'comparisons': len(out['comparisons']),
+            'replications': [g['n'] for g in out['groups']], 'target_s': 15.0, 'uri': uri, 'load': os.getloadavg()[0]}
+
+def bench_report_table(r: dict) -> str:
+    "One line per timed report, and the target."
+    lines = [f"report over {r['runs']} runs ({r['groups']} groups x {r['replications']} replications, "
+             f"{r['comparisons']} comparisons), load {r['load']:.1f}:"]
+    lines += [f"  run {i + 1}: {s:.1f} s {'(< 15 s target)' if s < r['target_s'] else '(over the 15 s target)'}"
+              for i, s in enumerate(r['seconds'])]
+    return '\n'.join(lines)

@@ -21,7 +21,8 @@ __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS'
            'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd',
            'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
            'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
-           'bench_parser', 'bench_cmd', 'usage', 'main']
+           'bench_parser', 'bench_cmd', 'report_parser', 'report_text', 'report_cmd', 'protocol_report', 'serve_parser',
+           'serve_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -253,6 +254,10 @@ def splits_cmd(a) -> Outcome:
     text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f} (epoch {v.get('best_epoch')} by {v.get('selection')})"
             for s, v in res['splits'].items()]
     text += [f"{k:<22} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in res['summary'].items()]
+    res['report'] = protocol_report([v.get('run_id') for v in res['splits'].values()], cfg)   # the table a paper prints
+    if res['report']: text += ['', report_text(res['report']),
+                               'compare with other variants: steanet report --experiment '
+                               f"{cfg.tracking.experiment or cfg.data.dataset} --by variant"]
     return Outcome(res, '\n'.join(text))
 
 # %% ../nbs/09_cli.ipynb #bd728652
@@ -333,6 +338,7 @@ def demo_cmd(a) -> Outcome:
             f"The pre-trained tiny backbone, for your own videos: {res['backbone_weights']}\n  steanet train --config folder "
             f"--set data.root=DIR backbone.name=steanet-tiny backbone.pretrained={res['backbone_weights']} "
             f"data.input_size=32 data.short_side=32")
+    if res.get('report'): text += '\n\n' + report_text(res['report'])       # the demo ends with its report
     return Outcome({**res, 'threads': threads}, text)
 
 # %% ../nbs/09_cli.ipynb #c1b63a02
@@ -413,9 +419,10 @@ def tune_cmd(a) -> Outcome:
 
 # %% ../nbs/09_cli.ipynb #219bcae0
 def explain_parser() -> Parser:
-    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion: Captum attributions '
-                                     'as space-time maps, figures, GIFs and faithfulness measures (a video that cannot '
-                                     'be read is listed, and the exit code is 1).',
+    p = _checkpoint_args(make_parser('explain', 'Where and when a trained model finds the emotion, and which adapter '
+                                     'decided: relevance through the attention and Captum attributions as space-time maps, '
+                                     'figures, GIFs, one evaluation table (bootstrap 95 % intervals over clips) and one '
+                                     'MLflow run (a video that cannot be read is listed, and the exit code is 1).',
                                      overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black'))
     p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
     p.add_argument('--method', nargs='+', choices=EXPLAIN_METHODS, metavar='METHOD',
@@ -424,52 +431,64 @@ def explain_parser() -> Parser:
     p.add_argument('--subset', default='test', help='split of --dataset (default: test)')
     p.add_argument('--limit', type=at_least(1), help='explain only the first N clips of --dataset')
     p.add_argument('--target', type=at_least(0), help='class to explain (default: the predicted one)')
-    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, summary.json); one that holds an '
-                   'earlier explanation is kept unless --overwrite')
+    p.add_argument('--out', default='explain', help='output folder (figures, GIFs, table.md, clips.csv, summary.json); '
+                   'one that holds an earlier explanation is kept unless --overwrite')
     p.add_argument('--overwrite', action='store_true', help='write into an --out that holds an earlier explanation')
     p.add_argument('--faithfulness', action='store_true',
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
+    p.add_argument('--sanity', nargs='?', const=8, type=at_least(1), metavar='N',
+                   help='cascading randomisation sanity check of every method on the first N clips (default N: 8); '
+                        'a method passes when full randomisation brings Spearman(|map|) below 0.5')
+    p.add_argument('--adapters', action='store_true',
+                   help='per-adapter attribution (exact output ablation of every S, T, MLP, TEA, SEA adapter) and the '
+                        'shuffled-frames drop, per clip and as shares per kind')
     p.add_argument('--steps', type=at_least(1), default=16, help='points of each deletion/insertion curve - 1')
     p.add_argument('--random', type=at_least(1), default=4, help='random orderings to compare against')
     p.add_argument('--max-figures', type=at_least(0), default=8, help='draw figures/GIFs for at most N clips')
     p.add_argument('--no-gifs', action='store_true')
-    p.add_argument('--mlflow-run', help="log the outputs to this MLflow run id ('checkpoint': the checkpoint's run)")
+    p.add_argument('--mlflow-run', help="log into this MLflow run id ('checkpoint': the checkpoint's run) instead of a "
+                   'new run of its own (experiment <experiment>-explain; made when tracking.enabled)')
+    p.add_argument('--no-mlflow', action='store_true', help='log no MLflow run')
     p.add_argument('--device', help='cpu, cuda, cuda:N (default: cuda when available)')
     return p
 
 def explain_cmd(a) -> Outcome:
-    "`steanet explain`: `explain_run`, its summary table and a short JSON summary."
+    "`steanet explain`: `explain_run`, its Markdown table and the `--json` object of `explain.json_summary`."
     if not a.videos and not a.dataset:
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
-    from steanet.explain import explain_run, summary_table
+    if a.no_mlflow and a.mlflow_run: raise ConfigError('--no-mlflow and --mlflow-run: choose one')
+    from steanet.explain import explain_run, json_summary, markdown_table
     res = explain_run(a.checkpoint, a.videos, dataset=a.dataset, subset=a.subset, limit=a.limit, methods=a.method,
                       target=a.target, out=a.out, overrides=a.overrides, faithfulness=a.faithfulness and not a.no_faithfulness,
                       steps=a.steps, n_random=a.random, max_figures=a.max_figures, gifs=not a.no_gifs,
-                      mlflow_run=a.mlflow_run, backbone_weights=a.backbone_weights,
+                      mlflow_run=a.mlflow_run, track=False if a.no_mlflow else None, sanity=a.sanity or 0,
+                      adapters=a.adapters, backbone_weights=a.backbone_weights,
                       allow_backbone_mismatch=a.allow_backbone_mismatch, device=a.device, progress=progress(a),
                       overwrite=a.overwrite)
-    times = ', '.join(f"{m} {s['seconds_per_clip']:.2f} s" for m, s in res['summary'].items() if s.get('seconds_per_clip') is not None)
     preds = [f"{c['name']}: predicted {res['class_names'][c['pred']]} (p={c['prob']:.2f})"
              + (f", true {res['class_names'][c['label']]}" if c.get('label') is not None and c['label'] >= 0 else '')
              for c in res['clips'][:a.max_figures]]
-    text = (f"{summary_table(res)}\n" + '\n'.join(preds) + f"\ntime per method and clip: {times}\n"
-            f"{res['n_clips']} clips, {len(res['files'])} files in {res['out']}"
-            + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
+    text = (f"{markdown_table(res)}\n\n" + '\n'.join(preds) + f"\n{res['n_clips']} clips, {len(res['files'])} files in "
+            f"{res['out']}" + (f", logged to MLflow run {res['run_id']}" if res['run_id'] else '')
             + ''.join(f"\n{s['path']}: ERROR {s['error']}" for s in res['skipped']))
-    return Outcome(dict(summary=res['summary'], n_clips=res['n_clips'], accuracy=res['accuracy'], methods=res['methods'],
-                        out=res['out'], files=len(res['files']), seconds=round(res['seconds'], 2), run_id=res['run_id'],
-                        skipped=res['skipped']), text, 1 if res['skipped'] else 0)
+    out = json_summary(res)
+    if res['skipped']: out['skipped'] = res['skipped']     # only when a video could not be read (exit 1)
+    return Outcome(out, text, 1 if res['skipped'] else 0)
 
 # %% ../nbs/09_cli.ipynb #3098475d
 def config_parser() -> Parser:
     p = Parser(prog='steanet config', description='The resolved config (what a run logs), or the presets.')
     sub = p.add_subparsers(dest='action', required=True, metavar='{show,presets}', parser_class=Parser)
-    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML, secrets masked',
+    show = add_common_args(sub.add_parser('show', help='the resolved config as YAML (secrets masked) and the data it reads',
                                           description='The resolved config as YAML, secrets masked (what a run writes '
-                                                      'to config.yaml).'), config='ve8')
+                                                      'to config.yaml), then the data a run of it reads, as comments: '
+                                                      'classes with their indices, videos per split, the validation '
+                                                      'source, the store and how much of the dataset it holds (nothing '
+                                                      'is decoded).'), config='ve8')
     show.add_argument('--splits', action='store_true', help="also the dataset's train / val / test as a run resolves "
                       'them (steanet.protocol.resolve_splits): videos and where each split comes from')
+    show.add_argument('--no-data', action='store_true', help='only the config: do not list the dataset')
     add_common_args(sub.add_parser('presets', help='the presets, one line each', description='The presets.'),
                     overrides=False)
     return p
@@ -480,8 +499,13 @@ def config_cmd(a) -> Outcome:
         ps = list_presets(); w = max(len(n) for n, _ in ps)
         return Outcome({'presets': [{'name': n, 'description': d} for n, d in ps]},
                        '\n'.join(f'{n:<{w}}  {d}' for n, d in ps))
-    text = show_config(a.config, a.overrides)
-    res = {'config': redacted_dict(make_config(a.config, a.overrides))} if a.json else None
+    cfg = make_config(a.config, a.overrides)
+    text, res = show_config(cfg).rstrip('\n'), ({'config': redacted_dict(cfg)} if a.json else None)
+    if not getattr(a, 'no_data', False):
+        from steanet.inputs import show_data                  # light: the records, no torch, nothing decoded
+        data, data_text = show_data(cfg)
+        text += '\n' + data_text
+        if res is not None: res['data'] = data
     if getattr(a, 'splits', False):
         from steanet.protocol import resolve_splits, splits_text     # light: annotation files and folders only
         sp = resolve_splits(make_config(a.config, a.overrides))
@@ -525,6 +549,8 @@ def check_data_parser() -> Parser:
     p.add_argument('--report', help='CSV report path (default .cache/steanet/reports/check-data-<name>-<time>.csv); '
                    'kept if it exists')
     p.add_argument('--overwrite', action='store_true', help='replace the --report file (and its .summary.json)')
+    p.add_argument('--store', metavar='DIR', help='verify a prepared store instead (files, sizes, sampled checksums, '
+                   'manifest) and print its per-split and per-class counts; no source is opened')
     return p
 
 def check_data_text(s: dict) -> str:
@@ -537,6 +563,11 @@ def check_data_text(s: dict) -> str:
 
 def check_data_cmd(a) -> Outcome:
     "`steanet check-data`: `check_data` on ROOT, or on the config's records; exit 1 when files are bad."
+    if a.store:                                              # a prepared store: checked without its sources
+        from steanet.data import check_store, check_store_text
+        root = make_config(a.config, a.overrides).data.root if (a.config or a.overrides) else None
+        s = check_store(a.store, root or None)
+        return Outcome(s, check_store_text(s), 0 if s['bad'] == 0 and not s['manifest_problems'] else 1)
     cfg = make_config(a.config, a.overrides) if (a.config or a.overrides or not a.root) else None
     from steanet.data import check_data
     s = check_data(a.root, cfg=None if a.root else cfg, workers=a.workers, decoder=a.decoder or (cfg.data.decoder if cfg else 'auto'),
@@ -553,9 +584,14 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--short-side', type=at_least(1), default=None,
                    help="stored short side (default: the config's data.short_side / test_short_side, else 256)")
     p.add_argument('--fps', type=at_least(0, float, strict=True), default=None, help='keep at most this many frames a second (default: every frame)')
-    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw'],
-                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless)')
+    p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless) | h264 '
+                        '(short-GOP H.264 at the stored size, decoded on the fly: the smallest)')
     p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
+                   help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')
+    p.add_argument('--rebuild-index', action='store_true',
+                   help='rebuild a damaged store.json from the video folders (content-addressed: nothing is decoded again)')
     return p
 
 def prepare_data_cmd(a) -> Outcome:
@@ -563,7 +599,8 @@ def prepare_data_cmd(a) -> Outcome:
     from steanet.data import prepare_data, prepare_text
     say = (lambda s: None) if a.quiet else None
     s = prepare_data(make_config(a.config, a.overrides), a.out, workers=a.workers, short_side=a.short_side, fps=a.fps,
-                     format=a.format, quality=a.quality, progress=progress(a), say=say)
+                     format=a.format, quality=a.quality, timeout=a.timeout, rebuild_index=a.rebuild_index,
+                     progress=progress(a), say=say)
     return Outcome(s, prepare_text(s), 0 if s['bad'] == 0 else 1)
 
 # %% ../nbs/09_cli.ipynb #1510edd1
@@ -605,12 +642,18 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--long-seconds', type=float, default=60.0)
     p.add_argument('--store', metavar='DIR', help='a prepared store of the --config dataset: time raw vs store on its '
                    'train videos (sizes and sampling from the config, the last --workers value); the other set flags are ignored')
-    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file)')
+    p.add_argument('--config', default=None, metavar='PRESET|FILE', help='with --store: the dataset (preset or file); '
+                   'without it, the fixture videos (prepared into --store DIR first)')
+    p.add_argument('--store-format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
+                   help='with --store and no --config: the format the fixture videos are prepared in (default auto)')
+    p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
+                   'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
+                   'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
     return p
 
 def bench_parser() -> Parser:
     p = Parser(prog='steanet bench', description='Benchmarks (targets are measured here, never asserted in tests).')
-    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data}', parser_class=Parser)
+    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data,report}', parser_class=Parser)
     _bench_model_args(add_common_args(sub.add_parser(
         'model', help='time official vs steanet variants (training step, inference, memory, FLOP/s)',
         description='Time the training step and inference of the official and steanet variants.'), overrides=False))
@@ -618,11 +661,19 @@ def bench_parser() -> Parser:
         'data', help='time video decoding and the whole data pipeline (steanet.data)',
         description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
                     'long 640x360 H.264 videos.'), overrides=True))
+    rp = add_common_args(sub.add_parser('report', help='time steanet report over 1,000 synthetic runs (target < 15 s)',
+                                        description='Time `steanet report` (a fresh process) over a store of synthetic '
+                                                    'training runs, made once under .cache/steanet/bench/.'), overrides=False)
+    rp.add_argument('--runs', type=at_least(30), default=1000, help='runs in the store (default 1000)')
+    rp.add_argument('--repeats', type=at_least(1), default=2, help='timed reports (default 2)')
     return p
 
 def bench_cmd(a) -> Outcome:
     "`steanet bench model`: `bench_model`; `steanet bench data`: `bench_data`; their tables, the dict under `--json`."
     from steanet import bench
+    if a.bench == 'report':
+        r = bench.bench_report(a.runs, repeats=a.repeats, progress=progress(a))
+        return Outcome(r, bench.bench_report_table(r))
     if a.bench == 'model':
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
@@ -630,14 +681,96 @@ def bench_cmd(a) -> Outcome:
                               grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
                               compile=a.compile, max_batch=a.max_batch)
         return Outcome(r, bench.bench_model_table(r))
+    if a.prepare:
+        r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
+                                workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
+        return Outcome(r, bench.bench_prepare_table(r))
     if a.store:
-        r = bench.bench_store(make_config(a.config or 'folder', a.overrides), a.store, workers=a.workers[-1] if a.workers else 0,
-                              clips=a.clips, batch=a.batch, progress=progress(a))
+        cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
+        r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
+                              fixtures=a.fixtures, store_format=a.store_format, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
+
+# %% ../nbs/09_cli.ipynb #4341921b
+def report_parser() -> Parser:
+    p = make_parser('report', 'The comparison a paper prints, from MLflow runs: groups (--by) x replications (split, '
+                    'seed), mean +- std and confidence intervals, GFLOPs, paired tests and McNemar against a baseline, Holm over the '
+                    'table; Markdown (printed), LaTeX, CSV, JSON and a figure in --out, and an MLflow run of kind report.',
+                    overrides=False)
+    p.add_argument('--experiment', nargs='+', action='extend', default=[], metavar='NAME',
+                   help='MLflow experiment name(s) or id(s) (default: every experiment of the store)')
+    p.add_argument('--filter', default='', metavar='FILTER', help="MLflow search filter, e.g. \"params.`train.epochs` = '30'\"")
+    p.add_argument('--runs', nargs='+', action='extend', default=[], metavar='RUN_ID', help='report these runs only')
+    p.add_argument('--by', nargs='+', action='extend', default=None, metavar='KEY',
+                   help='group by these params or tags (default: variant), e.g. --by adapters.tea_ratio adapters.sea_ratio')
+    p.add_argument('--baseline', metavar='GROUP', help='the group the others are compared to (default: the fewest tunable params)')
+    p.add_argument('--allow-mixed', action='store_true', help='compare runs that differ in dataset, test videos, backbone '
+                   'weights or test views (the differences are printed in the notes)')
+    p.add_argument('--out', metavar='DIR', help='folder for the files (default .cache/steanet/reports/report-<time>)')
+    p.add_argument('--overwrite', action='store_true', help='replace an earlier report in --out')
+    p.add_argument('--level', type=float, default=0.95, help='confidence level (default 0.95)')
+    p.add_argument('--n-boot', type=at_least(100), default=9999, help='bootstrap resamples over replications')
+    p.add_argument('--seed', type=at_least(0), default=0, help='bootstrap seed')
+    p.add_argument('--tracking-uri', metavar='URI', help='the MLflow store (default: $MLFLOW_TRACKING_URI, else the project store)')
+    p.add_argument('--no-mlflow', action='store_true', help='do not log the report as an MLflow run')
+    return p
+
+def report_text(rep: dict) -> str:
+    "The Markdown of a report and where its files and run are."
+    run = f"; MLflow run {rep['run_id']} (steanet.kind=report)" if rep.get('run_id') else ''
+    return f"{rep['markdown'].rstrip()}\n\nfiles in {rep['out']} (report.md, table.tex, groups.csv, report.json, report.png){run}"
+
+def report_cmd(a) -> Outcome:
+    "`steanet report`: `report` on the runs the flags select."
+    from steanet.report import ReportConfig
+    from steanet.report_out import report, report_json
+    rc = ReportConfig(experiments=tuple(a.experiment), filter=a.filter, runs=tuple(a.runs), by=tuple(a.by or ('variant',)),
+                      baseline=a.baseline, allow_mixed=a.allow_mixed, level=a.level, n_boot=a.n_boot, seed=a.seed,
+                      uri=a.tracking_uri, log=not a.no_mlflow)
+    rep = report(rc, a.out, a.overwrite)
+    return Outcome(report_json(rep), report_text(rep))
+
+def protocol_report(run_ids, cfg) -> Optional[dict]:
+    "The report `splits` ends with: `report_brief` of its runs' report (None with tracking off)."
+    from steanet.report_out import report_brief, report_runs
+    rep = report_runs(run_ids, cfg)
+    return None if rep is None else report_brief(rep)
+
+# %% ../nbs/09_cli.ipynb #3d2fdb39
+def serve_parser() -> Parser:
+    p = make_parser('serve', "Serve a run's MLflow Model over HTTP (mlflow models serve --env-manager local): POST "
+                    '/invocations with rows of video_b64 (the video file, base64) or, with --media-root, video paths '
+                    'under that folder; one answer per row.', overrides=False)
+    p.add_argument('model', metavar='RUN_ID|MODEL_URI', help='an MLflow run id (its runs:/<id>/model), runs:/<id>/model '
+                   'or models:/NAME/<version|alias>')
+    p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only)')
+    p.add_argument('--port', type=at_least(1), default=5001, help='port (default 5001; make ui uses 5000)')
+    p.add_argument('--media-root', metavar='DIR', help='also accept video paths, confined to this folder (default: bytes only)')
+    p.add_argument('--max-rows', type=at_least(1), default=16, help='rows per request (default 16)')
+    p.add_argument('--decode-timeout', type=at_least(0, float, strict=True), default=60.0,
+                   help='seconds one video may take to decode (default 60)')
+    p.add_argument('--max-video-mb', type=at_least(0, float, strict=True), default=256.0,
+                   help='size of one video sent as bytes, MB (default 256)')
+    p.add_argument('--workers', type=at_least(1), default=1, help='server worker processes (default 1)')
+    return p
+
+def serve_cmd(a) -> Outcome:
+    "`steanet serve`: `serving.serve_command` run in the foreground; its exit code."
+    import subprocess
+    from steanet.serving import ServeLimits, check_limits, model_uri_of, serve_command
+    from steanet.tracking import tracking_uri
+    lim = check_limits(ServeLimits(str(Path(a.media_root).resolve()) if a.media_root else '', a.max_rows,
+                                   a.decode_timeout, a.max_video_mb))
+    uri = model_uri_of(a.model)
+    argv, env = serve_command(uri, lim, a.host, a.port, a.workers, tracking=tracking_uri())
+    print(f"steanet serve: {uri} on http://{a.host}:{a.port}/invocations ({'paths under ' + lim.media_root if lim.media_root else 'bytes only'}"
+          f", at most {lim.max_rows} rows a request); Ctrl-C stops it", file=sys.stderr, flush=True)
+    rc = subprocess.call(argv, env=env)
+    return Outcome({'model_uri': uri, 'exit_code': rc}, '', rc)
 
 # %% ../nbs/09_cli.ipynb #6fe86d41
 COMMANDS = {
@@ -650,17 +783,21 @@ COMMANDS = {
     'splits':     Command('train and test every split of a dataset (VE-8: 10), mean +- std', splits_parser, splits_cmd),
     'tune':       Command('Optuna study of adapter widths, logged to MLflow; --retrain-best', tune_parser, tune_cmd,
                           interrupted='run the same command to continue the study'),
-    'explain':    Command('Captum attributions of a checkpoint on videos or a dataset: maps, figures, measures',
+    'explain':    Command('relevance and Captum attributions of a checkpoint: maps, figures, one evaluation table, sanity check, adapters',
                           explain_parser, explain_cmd),
     'check-data': Command('decode every video of a dataset in subprocesses and report the bad files',
                           check_data_parser, check_data_cmd),
     'prepare-data': Command('decode a dataset once into a prepared store (then --set data.store=DIR)',
                           prepare_data_parser, prepare_data_cmd),
-    'config':     Command('`config show`: the resolved config as YAML (secrets masked); `config presets`',
+    'config':     Command('`config show`: the resolved config (secrets masked) and the data it reads; `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
+    'report':     Command('the comparison a paper prints from MLflow runs: --by groups, CIs, paired tests, McNemar, Holm',
+                          report_parser, report_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
                           bench_parser, bench_cmd),
+    'serve':      Command("serve a run's MLflow Model over HTTP on 127.0.0.1 (video bytes; paths only under --media-root)",
+                          serve_parser, serve_cmd),
 }
 
 def usage() -> str:

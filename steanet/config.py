@@ -106,8 +106,8 @@ def checked(default, rule) -> Any:
 
 # %% ../nbs/00_config.ipynb #05da860c
 VARIANTS = ('steanet', 'official', 'aim', 'linear_probe')                # the model's variants (steanet.model)
-FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')   # annotation formats (steanet.data)
-EXPLAIN_METHODS = ('ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain
+FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic', 'store')   # annotation formats (steanet.data); store: the records a prepared store holds
+EXPLAIN_METHODS = ('relevance', 'rollout', 'ig', 'saliency', 'smoothgrad', 'occlusion', 'tokens', 'temporal')  # steanet.explain (relevance, rollout: STEANet only)
 ADAPTER_NAMES = ('s', 't', 'mlp', 'tea', 'sea')                          # steanet.tune's adapter keys
 NAME = text('a name of 1-100 letters, digits, ".", "_" or "-" (no spaces or slashes)', r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 LABEL = text('a label of 1-250 characters (no control characters)', r'[^\x00-\x1f\x7f]{1,250}')
@@ -156,7 +156,7 @@ class AdapterConfig:
 class DataConfig:
     "Where the videos are and how clips are read from them."
     dataset: str = checked('ve8', NAME)          # dataset name: the MLflow experiment's default name and the runs/<dataset>/ folder
-    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic
+    format: str = checked('splits', FORMATS)     # splits (classInd + trainlist/testlist) | json | mmaction | folder | csv | synthetic | store (data.store's own records)
     root: str = checked('data/ve8/videos', PATH) # video root (a run needs it: the folder preset leaves it '' for --set data.root=DIR)
     annotations: str = checked('data/ve8/splits', PATH)  # annotation folder or file (format-dependent); '' = root
     split: int = checked(1, '[1, 100]')          # split number (VE-8 has 1..10)
@@ -178,7 +178,7 @@ class DataConfig:
     decoder: str = checked('auto', ('auto', 'decord', 'pyav'))  # auto (decord, PyAV fallback) | decord | pyav
     decode_threads: int = checked(1, '[0, 64]')  # decoder threads per worker (0: the decoder decides)
     num_workers: int = checked(2, '[0, 256]')    # DataLoader workers
-    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (substitute another, counted) | raise
+    bad_items: str = checked('skip', ('skip', 'raise'))  # an undecodable video: skip (counted; training substitutes another, evaluation leaves it out) | raise
     val_fraction: float = checked(0.0, '[0, 1)') # carve a stratified validation split from train (0: none; see train.selection)
     test_fraction: float = checked(0.0, '[0, 0.5)')  # carve a stratified test split from a single list that has none (0: none; seed data.split_seed)
     split_seed: int = checked(0, '[0, 4294967295]')  # seed of every carve-out (test, then validation), independent of train.seed
@@ -251,8 +251,8 @@ class TuneConfig:
 @dataclass
 class ExplainConfig:
     "Captum attributions."
-    methods: tuple = checked(('ig', 'saliency', 'temporal'),
-                             items(str, EXPLAIN_METHODS, least=1, most=6, unique=True))  # which maps to compute: the cheap ones by default (occlusion, tokens, smoothgrad on request)
+    methods: tuple = checked(('relevance', 'ig', 'saliency', 'temporal'),
+                             items(str, EXPLAIN_METHODS, least=1, most=8, unique=True))  # which maps to compute: relevance and the cheap Captum ones by default (rollout, occlusion, tokens, smoothgrad on request)
     target: Optional[int] = checked(None, '[0, 100000]')  # class to explain; None: the predicted class
     ig_steps: int = checked(32, '[1, 10000]')    # Integrated Gradients steps
     internal_batch_size: int = checked(8, '[1, 4096]')  # IG internal batch (bounds memory)
@@ -582,7 +582,7 @@ def _cross_checks(cfg: ExperimentConfig, run: bool):
                               f'({t.global_batch}); the accumulation follows from it')
         if t.global_batch % t.batch_size:
             raise ConfigError(f'train.global_batch={t.global_batch}: must be a multiple of train.batch_size ({t.batch_size})')
-    if run and not d.root.strip():
+    if run and not d.root.strip() and d.format != 'store':         # a store names its sources itself (03g)
         raise ConfigError("data.root='': set it to your videos folder, e.g. --set data.root=/path/to/videos")
 
 def validate_config(cfg: ExperimentConfig, run: bool = False) -> ExperimentConfig:
@@ -846,7 +846,7 @@ RELEASE_DIFFERENCES = {
     'adapters.variant': "steanet undoes the release's memory reinterpretations (TEA mixes frames, channels and samples; SEA scrambles the patch grid) and drops the last block's dead SEA",
     'adapters.tea_kernel': "the release's TEA convolution has kernel 1 (no temporal context); ours spans 3 frames",
     'adapters.sea_kernel': "the release's SEA convolution has kernel 1 (no spatial context); ours spans 3x3 patches",
-    'data.sampling': 'TSN segments spread the 16 frames over the whole video; dense 16x16 sees 256 consecutive frames (about 10 s at 25 fps)',
+    'data.sampling': "TSN segments spread the 16 frames over the whole video; the release's dense 16x16 is MMAction2 0.x SampleFrames (a 256-frame window, about 10 s at 25 fps; random start in training, truncated evenly spread starts at test, frame 0 for videos shorter than 255 frames; tested against MMAction2's code)",
     'data.num_clips': 'one test view is 10x cheaper; `steanet eval --views 10` gives the release\'s 10 clips',
     'data.test_short_side': 'ours tests at the training scale (short side 256, centre 224 crop); the release resizes to 224 so its crop sees the whole short side',
     'data.scale_range': "ours keeps at least a quarter of the frame in a crop (faces and colour survive); 0.08 is MMAction2's ImageNet default",

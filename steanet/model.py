@@ -294,6 +294,7 @@ class STEABlock(nn.Module):
         self.fast_attention = fast_attention and variant != 'official'
         if recompute not in RECOMPUTE: raise ValueError(f'backbone.recompute={recompute!r}: one of {", ".join(RECOMPUTE)}')
         self.recompute = recompute if variant != 'official' else 'off'   # official: the release's autograd, untouched
+        self.attn_probe = None  # explain-only attention path: steanet.explain_relevance sets it (returns the same output)
         self.scale = a.adapter_scale
         on = variant != 'linear_probe'
         self.T_Adapter_in = TemporalInAdapter(d, a.t_ratio) if on and a.t_ratio > 0 and a.num_tadapter == 2 else None
@@ -312,6 +313,7 @@ class STEABlock(nn.Module):
 
     def attention(self, x):
         "Frozen self-attention of batch-first `x (s, l, d)`."
+        if self.attn_probe is not None: return self.attn_probe(self, x)
         if self.fast_attention: return packed_attention(self.attn, x, self.heads)
         return self.attn(x, x, x, need_weights=False)[0]
 

@@ -93,7 +93,8 @@ class ToyVideoNet(nn.Module):
 # %% ../nbs/10_testing.ipynb #e14b0002
 _PYFUNC_PREDICT = ('import json, sys, mlflow, pandas as pd; mlflow.set_tracking_uri(sys.argv[1]); '
                    'm = mlflow.pyfunc.load_model(sys.argv[2]); '
-                   'print(m.predict(pd.DataFrame({"video": sys.argv[3:]})).to_json(orient="records", double_precision=15))')
+                   'from steanet.serving import video_frame; '
+                   'print(m.predict(video_frame(sys.argv[3:], sys.argv[3:])).to_json(orient="records", double_precision=15))')
 
 def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
     """stdout of `python <args>` in a new interpreter (this one's, importing this steanet checkout), one thread, no
@@ -108,7 +109,7 @@ def _fresh(args: list, env: Optional[dict] = None, timeout: float = 300) -> str:
     return r.stdout
 
 def pyfunc_predictions(uri: str, model_uri: str, videos) -> list:
-    "Rows of `mlflow.pyfunc.load_model(model_uri).predict(DataFrame(video=videos))`, computed in a fresh process."
+    "Rows of `mlflow.pyfunc.load_model(model_uri).predict(serving.video_frame(videos))` (the files as bytes), in a fresh process."
     import json
     return json.loads(_fresh(['-c', _PYFUNC_PREDICT, uri, model_uri, *map(str, videos)]).strip().splitlines()[-1])
 

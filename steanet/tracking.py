@@ -436,6 +436,8 @@ def log_run_start(run: Run, cfg: ExperimentConfig, meta: dict, run_dir, tags: Op
     checkpoint JSON `meta`), the run folder, and the caller's `tags`; the run folder's `config.yaml` as an artifact."""
     bb = meta['backbone']
     run.log_params(flatten_config(cfg))
+    from steanet.data.store import store_run_params          # a run that reads a store: its fps and its sources' (03g)
+    run.log_params(store_run_params(cfg))
     run.set_tags({'variant': meta['variant'], 'backbone': bb['name'], 'backbone_pretrained': bb['pretrained'] or 'random',
                   'backbone_sha256': bb['sha256'], 'backbone_state_sha256': bb['state_sha256'],
                   'git_commit': meta.get('git_commit'), 'dataset': cfg.data.dataset, 'dataset_hash': meta.get('dataset_hash'),
@@ -573,6 +575,8 @@ def log_checkpoint_use(cfg: ExperimentConfig, meta: dict, kind: str, checkpoint,
     with sigterm_as_interrupt():           # a SIGTERM while it logs ends the run KILLED, as Ctrl-C does
         try:
             run.log_metrics({f'{kind}/{k}': v for k, v in metrics.items()}, flush=True)
+            from steanet.data.store import store_run_params  # read from a store: how it was prepared (03g)
+            run.log_params(store_run_params(cfg))
             with tempfile.TemporaryDirectory() as d:
                 write_predictions_csv(Path(d) / f'{kind}_predictions.csv', predictions)
                 run.log_artifact(Path(d) / f'{kind}_predictions.csv')

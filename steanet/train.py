@@ -22,7 +22,7 @@ from .config import (ExperimentConfig, ConfigError, SteanetError, apply_override
 from .model import backbone_frame_grid, build_model, check_backbone, load_tunable_state_dict, tunable_state_dict
 from .checkpoint import CheckpointError, Restored, checkpoint_meta, restore_checkpoint, save_checkpoint, unwrap
 from .data import NoSplitError, VideoRecord, build_dataset, carve_validation, has_subset, load_records
-from . import tracking
+from . import inputs, tracking
 from .protocol import DataError, check_splits_differ, preflight, resolve_splits   # the one split resolver
 from .runtime import (EpochBatches, GracefulStop, SeededItems, amp_dtype, derive_seed, dist_info, epoch_batches,
                              init_distributed, load_resume_state, make_loader, resolve_device, rng_state, save_resume_state,
@@ -277,6 +277,7 @@ def setup_run(cfg: ExperimentConfig, proc: tuple, run: tracking.Run, records: tu
         tracking.log_run_start(run, cfg, meta, run_dir, {'world_size': world, 'device': str(device), 'accum_steps': accum,
                                                          **smoke_tags(cfg),
                                                          **{k: v for k, v in sel.items()}, **(tags or {})})
+        inputs.log_inputs(run, cfg, tr.records)                  # MLflow datasets: the records this run reads
     meta['run_id'] = run.run_id
     return tr
 

@@ -14,18 +14,20 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from .tracking import (OWNER_TAG, setup_mlflow, sigterm_as_interrupt, sqlite_init_lock, worker_info,
                               worker_is_dead, _proc_start)
+from .tracking import Run
+from . import inputs
 from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict, config_from_dict, merge_config,
                             flatten_config, atomic_write, project_dir, redact, redacted_dict, restore_secrets,
                             one_line, save_config)
 
 # %% auto #0
-__all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR', 'SURPLUS_ATTR', 'PARENTS_ATTR',
+__all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'METRIC_NAMES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR', 'SURPLUS_ATTR', 'PARENTS_ATTR',
            'MLFLOW_STATUS', 'ACC_KEYS', 'search_space', 'apply_params', 'trial_config', 'suggest_config',
-           'study_directions', 'default_storage_url', 'storage_url', 'describe_storage', 'retry_concurrent',
-           'make_storage', 'make_sampler', 'make_pruner', 'counted_trials', 'Recovery', 'recover_interrupted',
-           'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates', 'pareto_front', 'study_plots',
-           'study_summary', 'open_study', 'run_study', 'study_artifact_dir', 'attach_study_artifacts',
-           'load_trial_config', 'retrain_best']
+           'study_metric_names', 'study_directions', 'default_storage_url', 'storage_url', 'describe_storage',
+           'retry_concurrent', 'make_storage', 'make_sampler', 'make_pruner', 'counted_trials', 'Recovery',
+           'recover_interrupted', 'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates',
+           'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'study_artifact_dir',
+           'attach_study_artifacts', 'load_trial_config', 'retrain_best']
 
 # %% ../nbs/06_tune.ipynb #67b2c1ca
 ADAPTER_KEYS = {'s': 's_ratio', 't': 't_ratio', 'mlp': 'mlp_ratio', 'tea': 'tea_ratio', 'sea': 'sea_ratio'}
@@ -86,6 +88,11 @@ def suggest_config(trial: optuna.Trial, cfg: ExperimentConfig) -> ExperimentConf
 
 # %% ../nbs/06_tune.ipynb #dc106b95
 OBJECTIVES = {'accuracy': 'maximize', 'params': 'minimize'}
+METRIC_NAMES = {'accuracy': 'val/top1', 'params': 'tunable_params'}   # what each objective is, as dashboards and plots name it
+
+def study_metric_names(cfg: ExperimentConfig) -> list:
+    "The names `study.set_metric_names` gives the objectives (e.g. `['val/top1', 'tunable_params']`)."
+    return [METRIC_NAMES[o] for o in cfg.tune.objectives]
 
 def study_directions(cfg: ExperimentConfig) -> list:
     "Optuna directions for `tune.objectives`."
@@ -575,6 +582,10 @@ def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampl
     if created:
         study.set_user_attr('objectives', list(cfg.tune.objectives))
         study.set_user_attr('base_config', redacted_dict(cfg))   # no password in the storage (trials.csv, dashboards)
+    if study.metric_names is None:          # named objectives in optuna-dashboard and optuna.visualization (not "Objective 0")
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(study_metric_names(cfg))
     return study, created, url
 
 def run_study(cfg: ExperimentConfig, *, fit_fn: Optional[Callable] = None, records: Optional[tuple] = None,
@@ -691,6 +702,9 @@ def _study_steps(cfg, t_start, names, fit_fn, records, progress, plots, log, sam
     opened += [tracker, study]
     if records is None: train_records, val_records, class_names = study_records(cfg)
     else: train_records, val_records, class_names = (tuple(records) + (None,))[:3]
+    if tracker.enabled and tracker.parent_id:                     # the study's MLflow datasets (its trials share them)
+        inputs.log_inputs(Run(tracker.client, tracker.parent_id, tracker.uri, owned=False), cfg,
+                          {'train': train_records, 'val': val_records})
     state, ran = {}, []
     objective = make_objective(cfg, train_records, val_records, tracker, fit_fn, recovery, state, class_names)
     bar = tqdm(total=cfg.tune.n_trials, desc=f'study {study.study_name}', unit='trial', disable=not progress,

@@ -82,7 +82,7 @@ def test_your_own_videos_end_to_end(own_videos, tiny_weights, tmp_path, monkeypa
     clip = own_videos / 'test' / 'joy' / 'synth_0.mp4'
     rc, ex, err = run_cli(['explain', '--checkpoint', smoke['run_dir'], str(clip), '--out', str(tmp_path / 'explain')])
     assert rc == 0, err
-    assert set(ex['methods']) == {'ig', 'saliency', 'temporal'} and ex['summary']['ig']['deletion_auc'] is None
+    assert set(ex['methods']) == {'relevance', 'ig', 'saliency', 'temporal'} and ex['methods']['ig']['deletion_auc'] is None
     summary = json.loads((tmp_path / 'explain' / 'summary.json').read_text())
     assert summary['clips'][0]['label'] == 1 and 'true joy' in err            # the class folder is the true label
     assert (tmp_path / 'explain' / 'synth_0.png').exists() and (tmp_path / 'explain' / 'synth_0.ig.gif').exists()

@@ -90,7 +90,8 @@ def test_registry_models_uri_checkpoints_and_logged_uses(store, fixtures_dir, tm
     video = _video(fixtures_dir)
     c = MlflowClient(store['uri']); mlflow.set_tracking_uri(store['uri'])
     v = c.get_model_version(REGISTERED, '1'); assert v.run_id == store['run_id']
-    row = mlflow.pyfunc.load_model(f'models:/{REGISTERED}/1').predict(pd.DataFrame({'video': [video]})).iloc[0]
+    from steanet.serving import video_frame
+    row = mlflow.pyfunc.load_model(f'models:/{REGISTERED}/1').predict(video_frame([video])).iloc[0]
     rc, out, _ = _main(['predict', '--json', '--topk', '8', '--checkpoint', store['run_dir'], video])
     ref = _probs(json.loads(out.strip().splitlines()[-1])['predictions'][0]); assert rc == 0
     assert max(abs(row[f'prob_{k}'] - p) for k, p in ref.items()) <= 1e-6
@@ -121,6 +122,29 @@ def test_registry_models_uri_checkpoints_and_logged_uses(store, fixtures_dir, tm
     with pytest.raises(Exception, match='differs'): mlflow.pyfunc.load_model(str(local))
     rc, _, err = _main(['predict', '--checkpoint', 'models:/no-such-model/1', video])
     assert rc == 1 and 'no such MLflow model' in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_runs_log_their_datasets(store):
+    """The training run logs its train / val / test records as MLflow datasets (digest = the split's records hash,
+    source = the data root); an eval run logs the split it read, with the same digest; search_runs finds both by it."""
+    from mlflow import MlflowClient
+    from steanet.config import load_config
+    from steanet.inputs import dataset_source, run_splits_of
+    from steanet.tracking import records_hash
+    c = MlflowClient(store['uri'])
+    def inputs(rid): return {dict((t.key, t.value) for t in i.tags)['mlflow.data.context']: i.dataset
+                             for i in c.get_run(rid).inputs.dataset_inputs}
+    got = inputs(store['run_id'])
+    cfg = load_config(Path(store['run_dir']) / 'config.yaml'); s = run_splits_of(cfg)
+    assert {k: d.digest for k, d in got.items()} == {k: records_hash(getattr(s, k)) for k in ('train', 'val', 'test')}
+    assert {d.name for d in got.values()} == {f'{cfg.data.dataset}-{k}' for k in got}
+    assert cfg.data.store and all(json.loads(d.source) == {'uri': dataset_source(cfg)} for d in got.values())  # the store
+    rc, out, err = _main(['eval', '--json', '--checkpoint', store['run_dir']]); assert rc == 0, err
+    ev = json.loads(out.strip().splitlines()[-1])
+    assert {k: d.digest for k, d in inputs(ev['run_id']).items()} == {'test': got['test'].digest}
+    exp = c.get_run(store['run_id']).info.experiment_id
+    hits = {r.info.run_id for r in c.search_runs([exp], filter_string=f"dataset.digest = '{got['test'].digest}'")}
+    assert {store['run_id'], ev['run_id']} <= hits
 
 
 def _free_port() -> int:
@@ -162,8 +186,58 @@ def _post_json(url: str, body: dict, timeout: float = 120) -> dict:
     with urllib.request.urlopen(req, timeout=timeout) as r: return json.loads(r.read())
 
 
+def _strict_json(text: str):
+    "JSON as the standard has it: NaN / Infinity are refused (Python's json accepts them by default)."
+    def bad(c): raise ValueError(f'not JSON: {c}')
+    return json.loads(text, parse_constant=bad)
+
+
+def _post(url: str, body: dict, timeout: float = 300) -> tuple:
+    "(status, body text) of a JSON POST; an HTTP error's body too."
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read().decode()
+    except urllib.error.HTTPError as e: return e.code, e.read().decode()
+
+
+def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtures_dir, tmp_path):
+    """`steanet serve <run id> --media-root DIR` (mlflow models serve --env-manager local, 127.0.0.1, a free port): a
+    real video sent as base64 and named as a path under the media root both get `steanet predict`'s probabilities;
+    escapes, junk and a symlink out of the root get one-line errors in their own rows (valid JSON, no traceback, no
+    server path); a request over the row limit is refused row by row."""
+    import base64, shutil
+    from steanet.testing import cli_predictions
+    media = tmp_path / 'media'; media.mkdir(); video = media / 'clip.mp4'
+    shutil.copy(_video(fixtures_dir), video); (media / 'out.mp4').symlink_to(_video(fixtures_dir))
+    ref = {t['class']: t['prob'] for t in cli_predictions(store['run_dir'], [video], fresh=False)[0]['top']}
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / 'steanet'), 'serve', store['run_id'], '--port', str(port),
+           '--media-root', str(media), '--max-rows', '6', '--decode-timeout', '120']
+    b64 = base64.b64encode(video.read_bytes()).decode()
+    rows = [['sent.mp4', b64], ['clip.mp4', None], ['../../../etc/passwd', None], ['/etc/hostname', None],
+            ['out.mp4', None], ['junk', base64.b64encode(b'no video here' * 50).decode()]]
+    with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}):
+        status, text = _post(f'http://127.0.0.1:{port}/invocations',
+                             {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': rows}})
+        big_status, big = _post(f'http://127.0.0.1:{port}/invocations',
+                                {'dataframe_split': {'columns': ['video'], 'data': [['clip.mp4']] * 7}})
+    assert status == 200, text[:2000]
+    out = _strict_json(text)['predictions']
+    assert [r['video'] for r in out] == [r[0] for r in rows]
+    for r in out[:2]:                                        # bytes and a path under the media root: predict's numbers
+        assert r['error'] == '', r['error']
+        assert max(abs(r[f'prob_{k}'] - p) for k, p in ref.items()) <= 1e-6
+        assert r['label'] == max(ref, key=ref.get)
+    for r in out[2:]:
+        assert r['error'] and r['prob'] is None and r['label'] == '', r
+    assert out[2]['error'] == out[3]['error'] == out[4]['error']     # outside, absolute, symlink out: told apart by nothing
+    assert 'Traceback' not in text and str(tmp_path) not in text and str(fixtures_dir) not in text
+    assert big_status == 200 and all('at most 6' in r['error'] for r in _strict_json(big)['predictions'])
+
+
 def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
-    """`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts the fixture videos,
+    """`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts the fixture videos
+    (sent as bytes),
     and the served model, `steanet predict` and `steanet eval` (one inference function) agree on them to 1e-6."""
     import mlflow, pandas as pd
     from steanet.data import VideoRecord
@@ -171,12 +245,14 @@ def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
     videos, port = sorted(str(v) for v in (fixtures_dir / 'videos').iterdir()), _free_port()
     assert len(videos) >= 3, videos
     mlflow.set_tracking_uri(store['uri'])
-    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(pd.DataFrame({'video': videos}))
+    from steanet.serving import video_frame
+    rows = video_frame(videos, videos)                        # the files as bytes (base64), named by their paths
+    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(rows)
     cmd = [str(Path(sys.executable).parent / 'mlflow'), 'models', 'serve', '-m', f"runs:/{store['run_id']}/model",
            '--env-manager', 'local', '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
     with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}) as p:
         out = _post_json(f'http://127.0.0.1:{port}/invocations',
-                         {'dataframe_split': {'columns': ['video'], 'data': [[v] for v in videos]}})
+                         {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': rows.values.tolist()}})
     served = {}
     for row, (_, r) in zip(out['predictions'], ref.iterrows()):
         assert row['error'] == '' and row['label'] == r['label']
@@ -188,7 +264,8 @@ def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
     rc, txt, err = _main(['predict', '--json', '--no-mlflow', '--topk', '8', '--checkpoint', store['run_dir'], *videos])
     assert rc == 0, err
     predicted = {p['video']: _probs(p) for p in json.loads(txt.strip().splitlines()[-1])['predictions']}
-    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(v, 0, 'x') for v in videos], return_predictions=True)
+    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(v, 0, 'x') for v in videos], return_predictions=True,
+                         overrides=['data.store='])   # loose files, decoded (the run read its prepared store)
     assert (ev['n_videos'], ev['n_bad']) == (len(videos), 0)
     evaluated = {p['video']: {t['class']: t['prob'] for t in p['top']} for p in ev['predictions']}
     for v in videos:
@@ -214,7 +291,8 @@ def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):
     home = Path(os.environ['STEANET_HOME'])
     mlflow.set_tracking_uri(f'sqlite:///{home}/mlruns/mlflow.db')
     some = str(next((videos / 'test').rglob('*.mp4')) if (videos / 'test').exists() else next(videos.rglob('*.mp4')))
-    df = mlflow.pyfunc.load_model('models:/steanet-tuned/1').predict(pd.DataFrame({'video': [some]}))
+    from steanet.serving import video_frame
+    df = mlflow.pyfunc.load_model('models:/steanet-tuned/1').predict(video_frame([some]))
     assert df.loc[0, 'error'] == '' and abs(df.filter(like='prob_').iloc[0].sum() - 1) <= 1e-5
     port = _free_port()
     cmd = [str(Path(sys.executable).parent / 'optuna-dashboard'), '--host', '127.0.0.1', '--port', str(port),

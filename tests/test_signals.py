@@ -41,7 +41,7 @@ def _runs(tmp_path):
 @pytest.fixture
 def train_args(synth_root):
     return ['train', '--config', 'demo', '--quiet', '--set', f'data.root={synth_root}', 'data.num_frames=4',
-            'data.num_workers=0', 'train.batch_size=8', 'train.epochs=2', 'tracking.log_checkpoint=false']
+            'data.num_workers=0', 'train.batch_size=8', 'train.epochs=1', 'tracking.log_checkpoint=false']
 
 
 @pytest.mark.parametrize('phase, where, sig', [
@@ -95,7 +95,8 @@ def test_eval_signal_is_130_and_its_run_killed(where, sig, tiny_run, tmp_path, m
     rc, _, err = _main(['eval', '--checkpoint', tiny_run, '--quiet'])
     assert rc == 130 and sig.name in _one_line(err, 'eval')
     _, runs = _runs(tmp_path)
-    assert [r.info.status for r in runs if r.data.tags.get('steanet.kind') == 'eval'] in ([], ['KILLED'])
+    want = ['KILLED'] if where[0] == 'steanet.tracking' else []   # stopped while logging: its run; before: none yet
+    assert [r.info.status for r in runs if r.data.tags.get('steanet.kind') == 'eval'] == want
 
 
 def test_explain_signal_is_130(tiny_run, synth_root, tmp_path, monkeypatch):
@@ -114,13 +115,14 @@ def test_prepare_data_signal_is_130_and_a_rerun_finishes(workers, synth_root, tm
     with monkeypatch.context() as m:          # only these patches are reverted after (not the test's own STEANET_HOME)
         if not workers: _signalled(m, store, 'prepare_one', signal.SIGTERM)
         else:         # the workers are other processes: the signal comes while the main process waits for them
-            orig_run, calls = store._run_prepare, [0]
-            def run(jobs, w, progress, done):
+            import steanet.data.prepare as prep      # the preparation room (03h) runs the worker pool
+            orig_run, calls = prep._run_prepare, [0]
+            def run(jobs, w, timeout, done):
                 def first(job, res):
                     if not calls[0]: calls[0] = 1; os.kill(os.getpid(), signal.SIGTERM)
                     done(job, res)
-                return orig_run(jobs, w, progress, first)
-            m.setattr(store, '_run_prepare', run)
+                return orig_run(jobs, w, timeout, first)
+            m.setattr(prep, '_run_prepare', run)
         rc, _, err = _main(args)
     assert rc == 130 and 'SIGTERM' in _one_line(err, 'prepare-data')
     rc, out, err = _main(args + ['--json'])
@@ -147,3 +149,21 @@ def test_tune_signal_mid_trial_kills_its_run_and_requeues(synth_root, tmp_path, 
     assert rc == 0, err[-3000:]
     st = optuna.load_study(study_name='sig', storage=f'sqlite:///{tmp_path}/mlruns/optuna.db')
     assert [t.state.name for t in st.trials] == ['FAIL', 'COMPLETE'] and st.trials[1].params == st.trials[0].params
+
+
+def test_tune_signal_while_saving_the_study(synth_root, tmp_path, monkeypatch):
+    "Ctrl-C while the study's files are written: exit 130 with one line, the study's run KILLED, its trial's FINISHED."
+    import steanet.tune as tune
+    args = ['tune', '--config', 'demo', '--quiet', '--no-plots', '--n-trials', '1', '--set', f'data.root={synth_root}',
+            'data.num_frames=4', 'data.num_workers=0', 'train.batch_size=8', 'tune.epochs=1', 'tune.study=save',
+            'tracking.log_checkpoint=false']
+    with monkeypatch.context() as m:
+        _signalled(m, tune.StudyTracker, 'finish', signal.SIGINT)   # the study's results go to its run
+        rc, _, err = _main(args)
+    assert rc == 130 and 'SIGINT' in _one_line(err, 'tune'), err[-3000:]
+    _, runs = _runs(tmp_path)
+    assert {r.data.tags.get('steanet.kind'): r.info.status for r in runs} == {'study': 'KILLED', 'trial': 'FINISHED'}
+    rc, _, err = _main(args)                                  # the same command again: the study's run finishes
+    assert rc == 0, err[-3000:]
+    _, runs = _runs(tmp_path)
+    assert {r.data.tags.get('steanet.kind'): r.info.status for r in runs} == {'study': 'FINISHED', 'trial': 'FINISHED'}

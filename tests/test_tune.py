@@ -107,6 +107,15 @@ def test_study_never_reads_test_split(videos, tmp_path, monkeypatch):
     assert run.info.status == 'FINISHED' and not any(k.startswith('val/') for k in run.data.metrics)
     assert (run.data.tags['selection'], run.data.tags['val_source']) == ('last', 'none')      # the last epoch, tested once
     assert len(cl.get_metric_history(out['run_id'], 'test/top1')) == 1
+    # MLflow datasets: the study's parent run and its trials log the train / val records they share; the retrained
+    # run logs train and test (no val)
+    def inputs(rid): return {dict((t.key, t.value) for t in i.tags)['mlflow.data.context']: i.dataset.digest
+                             for i in cl.get_run(rid).inputs.dataset_inputs}
+    study_in = inputs(s['parent_run_id'])
+    assert set(study_in) == {'train', 'val'}, study_in
+    assert all(inputs(cl.search_runs([run.info.experiment_id], filter_string=f"tags.`optuna.trial_number` = '{n}'")[0]
+                      .info.run_id) == study_in for n in s['ran'])
+    assert set(inputs(out['run_id'])) == {'train', 'test'}
 
 
 def test_sigkill_mid_trial_then_rerun(videos, tmp_path):

@@ -6,14 +6,16 @@
 __all__ = []
 
 # %% ../../nbs/03_data.ipynb #68fc8de6
-from . import records, video, clips, store, datasets, check
+from . import walk, records, video, clips, store, prepare, datasets, check
+from .walk import *
 from .records import *
 from .video import *
 from .clips import *
 from .store import *
+from .prepare import *
 from .datasets import *
 from .check import *
 # torch, torchvision and the decoders are imported inside the functions that use them: `check-data`'s worker
 # subprocesses import this package and start in half a second instead of several.
 
-__all__ = [*records.__all__, *video.__all__, *clips.__all__, *store.__all__, *datasets.__all__, *check.__all__]
+__all__ = [*walk.__all__, *records.__all__, *video.__all__, *clips.__all__, *store.__all__, *prepare.__all__, *datasets.__all__, *check.__all__]

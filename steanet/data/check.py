@@ -16,7 +16,7 @@ from .records import VIDEO_EXTS, _SPLIT_DIRS, DataError, VideoRecord, _resolve, 
 from .video import DecodeError, open_video
 
 # %% auto #0
-__all__ = ['check_one', 'scan_videos', 'check_data']
+__all__ = ['check_one', 'scan_videos', 'check_data', 'check_store', 'check_store_text']
 
 # %% ../../nbs/03e_check_data.ipynb #ade96319
 _STATUSES = ('ok', 'too_short', 'zero_frames', 'unreadable', 'crash', 'timeout')
@@ -185,3 +185,51 @@ def check_data(dataset=None, *, cfg=None, records=None, workers: int = 2, decode
                    seconds=round(time.perf_counter() - t0, 2), workers=workers, decoder=decoder)
     atomic_write(report.with_suffix('.summary.json'), json.dumps(summary, indent=2) + '\n')
     return summary
+
+# %% ../../nbs/03e_check_data.ipynb #53de8219
+def _check_video(st, key: str, v: dict) -> Optional[str]:
+    "Why the stored video of `key` is damaged, or None."
+    from steanet.data.store import _FRAMES, sampled_sha256
+    d = st.root / 'videos' / v['sha256']
+    if not (d / 'meta.json').is_file(): return f'video folder {d.name} missing or incomplete'
+    f = d / _FRAMES.get(v['format'], 'frames.jpg')
+    if not f.is_file(): return f'{f.name} missing in {d}'
+    want = v.get('sample_sha256')
+    if want and sampled_sha256(f) != want: return f'{f.relative_to(st.root)}: checksum differs from the one written at preparation'
+    try:
+        with st.reader(st.source_path(key)) as r: r.get(sorted({0, r.stored // 2, r.stored - 1}))
+    except (DecodeError, DataError) as e: return getattr(e, 'reason', str(e))
+    return None
+
+def check_store(store, data_root=None) -> dict:
+    "Verify a prepared store (files, sizes, sampled checksums, manifest); per-split and per-class counts; a summary dict."
+    from steanet.data.store import open_store
+    t0 = time.perf_counter(); st = open_store(store, data_root)
+    classes = list(st.dataset.get('classes') or []); bad, problems = [], []
+    for k, v in st.videos.items():
+        why = _check_video(st, k, v)
+        if why: bad.append(dict(path=st.source_path(k), status='damaged', reason=why))
+        if classes and not (0 <= int(v.get('label', -1)) < len(classes) and classes[int(v['label'])] == v.get('class_name')):
+            problems.append(f'{k}: label {v.get("label")} / class {v.get("class_name")!r} is not in the class list')
+    splits = {}
+    for sp, lists in (st.dataset.get('lists') or {}).items():
+        splits[sp] = {sub: len(ks) for sub, ks in lists.items()}
+        missing = [k for ks in lists.values() for k in ks if k not in st.videos and k not in st.bad]
+        if missing: problems.append(f'split {sp}: {len(missing)} listed sources are not indexed ({missing[0]}, ...)')
+    per_class = Counter(v.get('class_name', '') for v in (*st.videos.values(), *st.bad.values()))
+    return dict(store=str(st.root), format=st.format, short_side=st.short_side, fps=st.fps, total=len(st.videos),
+                ok=len(st.videos) - len(bad), bad=len(bad), skipped=len(st.bad), damaged_files=bad[:50],
+                skipped_files=[dict(path=st.source_path(k), reason=b.get('reason')) for k, b in list(st.bad.items())[:50]],
+                manifest_problems=problems[:20], splits=splits, classes={c: per_class.get(c, 0) for c in classes},
+                partial=sum(bool(v.get('partial')) for v in st.videos.values()), seconds=round(time.perf_counter() - t0, 2))
+
+def check_store_text(s: dict) -> str:
+    "What `steanet check-data --store` prints: the counts, the damaged videos, the split lists and classes."
+    lines = [f"{s['store']}: {s['total']} stored videos ({s['format']}, short side {s['short_side']}): {s['ok']} ok, "
+             f"{s['bad']} damaged, {s['partial']} partial; {s['skipped']} sources skipped as bad at preparation; "
+             f"{s['seconds']} s"]
+    lines += [f"  damaged  {b['path']}: {b['reason']}" for b in s['damaged_files'][:20]]
+    lines += [f"  manifest {p}" for p in s['manifest_problems']]
+    lines += [f"  split {sp}: " + ', '.join(f'{k} {n}' for k, n in c.items()) for sp, c in s['splits'].items()]
+    if s['classes']: lines.append('  classes: ' + ', '.join(f'{c} {n}' for c, n in s['classes'].items()))
+    return '\n'.join(lines)

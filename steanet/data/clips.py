@@ -38,15 +38,24 @@ def segment_indices(n: int, num_frames: int, train: bool, rng=None, num_clips: i
     return [np.minimum(np.floor(starts + seg * (c + 0.5) / num_clips).astype(np.int64), n - 1) for c in range(num_clips)]
 
 def dense_indices(n: int, num_frames: int, interval: int, train: bool, rng=None, num_clips: int = 1, short_video='loop'):
-    "Dense sampling of `num_frames` frames `interval` apart: list of `num_clips` int arrays."
+    """MMAction2 0.x `SampleFrames(clip_len=num_frames, frame_interval=interval, num_clips)` (train / `test_mode`):
+    list of `num_clips` int arrays (training: one clip, as the release's pipeline); see the formulas above."""
     if n <= 0: raise ValueError('video has no frames')
-    span = (num_frames - 1) * interval + 1; base = np.arange(num_frames) * interval
-    if n < span:
-        starts = [int(rng.integers(n))] if (train and short_video == 'loop') else [0] * (1 if train else num_clips)
-        return [_short(base + s, n, short_video) for s in starts]
-    if train: return [base + int(rng.integers(n - span + 1))]
-    free = n - span
-    return [base + int(round(free * (c + 0.5) / num_clips)) for c in range(num_clips)]
+    ori = num_frames * interval
+    if train:
+        avg = n - ori + 1                                # MMAction2: (n - ori + 1) // num_clips, num_clips = 1
+        offsets = np.array([int(rng.integers(avg))]) if avg > 0 else np.zeros(1, dtype=np.int64)
+    elif n > ori - 1:
+        avg = (n - ori + 1) / float(num_clips)
+        offsets = (np.arange(num_clips) * avg + avg / 2.0).astype(np.int64)
+    else: offsets = np.zeros(num_clips, dtype=np.int64)
+    inds = offsets[:, None] + np.arange(num_frames)[None, :] * interval
+    if short_video == 'loop': inds = np.mod(inds, n)
+    elif short_video == 'pad':                           # MMAction2's repeat_last: the clip's last in-bound index
+        safe = inds < n; last = np.max(safe * inds, axis=1)
+        inds = np.where(safe, inds, last[:, None])
+    else: raise ValueError(f"short_video must be 'loop' or 'pad', got {short_video!r}")
+    return [row.astype(np.int64) for row in inds]
 
 ROLES = ('train', 'val', 'test')   # what a dataset is read for: its sampling, views and scale follow
 
@@ -77,8 +86,11 @@ def normalize_video(x: torch.Tensor, mean, std) -> torch.Tensor:
     import torch
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device); s = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     m, s = rearrange(m, 'c -> c 1 1 1'), rearrange(s, 'c -> c 1 1 1')
-    # one copy (never `x` itself, even when it is float already), then in place: the same arithmetic, two fewer copies
-    return x.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s)
+    # the output contiguous in its own axis order (broadcast in-place ops on a permuted float copy are ~5x slower), the
+    # transposing copy made on uint8 (4x fewer bytes), then one float copy (never `x` itself) and in place: the same
+    # arithmetic (measured 24 -> ~8 ms of a 16x224² clip's normalisation)
+    if x.dtype == torch.uint8 and not x.is_contiguous(): x = x.contiguous()
+    return x.to(torch.float32, memory_format=torch.contiguous_format, copy=True).div_(255.0).sub_(m).div_(s)
 
 def _rrc_params(h, w, scale, ratio, rng):
     "torchvision's RandomResizedCrop.get_params on a numpy generator: (top, left, height, width)."

@@ -13,7 +13,7 @@ import numpy as np
 from ..config import DataConfig, ExperimentConfig
 from .records import DataError, _subset_key, load_records
 from .video import DecodeError, open_video
-from .store import open_store
+from .store import sample_views, store_for
 from .clips import ClipTransform, role_num_clips, role_short_side, sample_indices
 
 log = logging.getLogger('steanet.data')
@@ -35,7 +35,8 @@ class VideoDataset:
         self.transform = ClipTransform(data_cfg, train, mean=mean, std=std, short_side=self.short_side)
         self.mean, self.std, self.max_subs = self.transform.mean, self.transform.std, max_substitutions
         self.bad = {}                                   # path -> reason (this process)
-        if data_cfg.store: open_store(data_cfg.store).check_size(max(data_cfg.short_side, data_cfg.test_short_side or 0))
+        if data_cfg.store:                              # the store's size and frame rate can serve these clips (03g)
+            st = store_for(data_cfg); st.check_size(max(data_cfg.short_side, data_cfg.test_short_side or 0)); st.check_sampling(data_cfg)
         self.partial = {}                               # path -> sampled frames it could not give (this process)
         self.n_partial = 0                              # partial items read so far (this process)
 
@@ -52,7 +53,7 @@ class VideoDataset:
     def reader(self, path):
         "The frames of `path`: from the prepared store when `data.store` is set (the source is not opened), else decoded."
         dc = self.dc
-        if dc.store: return open_store(dc.store).reader(path)
+        if dc.store: return store_for(dc).reader(path)
         return open_video(path, dc.decoder, dc.decode_threads, self.short_side or None)
 
     def load(self, index: int, rng=None):
@@ -62,7 +63,7 @@ class VideoDataset:
         if r.path in self.bad: raise DecodeError(r.path, self.bad[r.path])
         with self.reader(r.path) as reader:
             if reader.num_frames <= 0: raise DecodeError(r.path, 'zero frames')
-            views = sample_indices(reader.num_frames, dc, self.train, rng, num_clips=self.num_clips)
+            views = sample_views(reader, dc, self.train, rng, num_clips=self.num_clips)   # dense clips keep their source spacing on a store
             frames = reader.get(np.concatenate(views))
             if reader.missing: self._partial(r.path, reader.missing, len(frames))
         clips = [c for v in range(len(views)) for c in self.transform(frames[v * dc.num_frames:(v + 1) * dc.num_frames], rng)]

@@ -89,13 +89,13 @@ def _subset_key(subset: str) -> str:
 # names are then looked up among the store's sources (the files themselves may be gone)
 _STORE_SOURCES = contextvars.ContextVar('steanet_store_sources', default=None)
 
-def store_sources(store) -> set:
-    "The absolute source paths a prepared store (`steanet prepare-data --out DIR`) lists, prepared or skipped as bad."
-    m = _resolve(store) / 'store.json'
-    if not m.is_file(): raise DataError(f'{m.parent}: not a prepared store (no store.json); create it with '
-                                        f'`steanet prepare-data --config ... --out {m.parent}`, or unset data.store')
-    man = json.loads(m.read_text())
-    return set(man.get('videos', {})) | set(man.get('bad', {}))
+# the store room (03g, below this one) registers how a prepared store answers: its records, whether it holds the
+# config's dataset, its sources (`records`, `holds`, `sources`); `steanet.data` always imports it
+_STORE_HOOKS = {}
+
+def store_sources(store, root=None) -> set:
+    "The source paths a prepared store (`steanet prepare-data --out DIR`) lists, prepared or skipped as bad, under `root`."
+    return _STORE_HOOKS['sources'](store, root)
 
 class VideoIndex:
     "Index of the video files under a root: `find('Class/name')` -> path, by relative stem, then by unique basename."
@@ -408,13 +408,16 @@ def load_csv(annotations, root, subset='train', split=1, num_classes=None, resol
     return _finish(items, root, resolve, f), classes
 
 # %% ../../nbs/03a_records.ipynb #1bbfc56c
-FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic')
+FORMATS = ('splits', 'json', 'mmaction', 'folder', 'csv', 'synthetic', 'store')
 
 def load_records(data_cfg: Union[DataConfig, ExperimentConfig], subset: str = 'train', *, resolve: bool = True):
     """Records and class names of `subset` ('train' | 'val' | 'test') for any `data.format`. With `data.store` set, the
     names resolve against the store's sources, so the videos need not be there (the `folder` format lists folders)."""
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
-    tok = _STORE_SOURCES.set(store_sources(dc.store)) if (dc.store and resolve) else None
+    if dc.store and resolve:                         # the prepared store: its own records (store room, 03g)
+        if dc.format == 'store' or _STORE_HOOKS['holds'](dc): return _STORE_HOOKS['records'](dc, subset)
+    elif dc.format == 'store': raise DataError('data.format=store needs data.store=DIR (made by `steanet prepare-data`)')
+    tok = _STORE_SOURCES.set(store_sources(dc.store, dc.root or None)) if (dc.store and resolve) else None
     try: return _load_format(dc, subset, resolve)
     finally:
         if tok is not None: _STORE_SOURCES.reset(tok)
@@ -443,6 +446,7 @@ def split_source(data_cfg: Union[DataConfig, ExperimentConfig], subset: str) -> 
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
     root = _resolve(dc.root); ann = _resolve(dc.annotations) if dc.annotations else root; sk = _subset_key(subset)
     try:
+        if dc.format == 'store': return f'{_resolve(dc.store)} (store, split {dc.split})'
         if dc.format == 'splits': return str(ann / f'{sk}list{int(dc.split):02d}.txt')
         if dc.format == 'json': return str(_json_file(ann, dc.split))
         if dc.format == 'folder': return str(folder_layout(root)[sk] or root)

@@ -254,7 +254,7 @@ def video_info(path, decoder: str = 'auto') -> dict:
 
 # %% ../../nbs/03b_video.ipynb #d4f1b6a5
 def write_video(path, frames, fps: int = 25, crf: int = 18, preset: str = 'veryfast', codec: str = 'libx264',
-                gop: Optional[int] = None, threads: int = 1) -> Path:
+                gop: Optional[int] = None, threads: int = 1, pix_fmt: str = 'yuv420p') -> Path:
     "Encode uint8 (H, W, 3) frames (an array (T,H,W,3) or an iterable) as an H.264 mp4 (yuv420p), atomically; one thread is byte-deterministic."
     import av
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +265,7 @@ def write_video(path, frames, fps: int = 25, crf: int = 18, preset: str = 'veryf
             for fr in frames:
                 fr = np.ascontiguousarray(fr, dtype=np.uint8)
                 if s is None:
-                    s = c.add_stream(codec, rate=fps); s.height, s.width = fr.shape[:2]; s.pix_fmt = 'yuv420p'
+                    s = c.add_stream(codec, rate=fps); s.height, s.width = fr.shape[:2]; s.pix_fmt = pix_fmt
                     opts = {'crf': str(crf), 'preset': preset, 'threads': str(threads)}
                     # measured: x264's macroblock-tree rate control makes tiny clips differ run to run (even the
                     # decoded pixels); without it (and one thread) the same frames give the same bytes
