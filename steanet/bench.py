@@ -19,9 +19,10 @@ log = logging.getLogger('steanet.bench')
 
 # %% auto #0
 __all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant',
-           'BenchError', 'bench_device', 'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos',
-           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table',
-           'report_store', 'bench_report', 'bench_report_table']
+           'largest_batch', 'max_batch_cuda', 'BenchError', 'bench_device', 'check_counts', 'bench_model',
+           'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
+           'bench_store_table', 'bench_prepare', 'bench_prepare_table', 'report_store', 'bench_report',
+           'bench_report_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -161,6 +162,44 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
     _release_memory()
     return out
 
+# %% ../nbs/08_bench.ipynb #c4918b26
+def largest_batch(fits, start: int = 1, limit: int = 4096) -> int:
+    "The largest batch `b <= limit` with `fits(b)`, by doubling from `start` then bisection (0: not even `start`)."
+    if not fits(start): return 0
+    lo, hi = start, start * 2
+    while hi <= limit and fits(hi): lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+def max_batch_cuda(variant: str, *, backbone='ViT-B-16', frames=16, image_size=None, device='cuda', amp='bf16',
+                   recompute: Optional[str] = None, limit: int = 4096) -> int:
+    "The largest batch of `variant` whose training step fits in the CUDA device's memory."
+    from steanet.model import build_model
+    device = torch.device(device)
+    extra = {} if recompute is None else dict(recompute=recompute)
+    model = build_model(backbone=backbone, pretrained=None, allow_random_backbone=True, num_classes=8, num_frames=frames,
+                        variant=variant, image_size=image_size, dropout=0., **extra).to(device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ac = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp)
+    scaler = torch.amp.GradScaler('cuda', enabled=amp == 'fp16')
+    size = tuple(model.visual.image_size)
+
+    def fits(b: int) -> bool:
+        try:
+            x = torch.randn(b, 3, frames, *size, device=device); y = torch.zeros(b, dtype=torch.long, device=device)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast('cuda', dtype=ac, enabled=ac is not None): loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward(); scaler.step(opt); scaler.update(); _sync(device)
+            return True
+        except torch.cuda.OutOfMemoryError: return False
+        finally:
+            x = y = loss = None; opt.zero_grad(set_to_none=True); _release_memory()
+    try: return largest_batch(fits, 1, limit)
+    finally: del model, opt; _release_memory()
+
 # %% ../nbs/08_bench.ipynb #15e87d25
 class BenchError(SteanetError, ValueError):
     "A benchmark asked for what it cannot measure (a size below 1, a device that is not here, no videos): one line."
@@ -194,7 +233,8 @@ def _model_gemm_shapes(backbone: str, image_size, frames: int, batch: int) -> li
 def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                 variants: Sequence[str] = ('official', 'steanet'), steps: Optional[int] = None,
                 warmup: Optional[int] = None, device='auto', amp='off', grad_checkpointing=False,
-                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False) -> dict:
+                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False,
+                max_batch: bool = False) -> dict:
     "Benchmark `variants` (default official vs steanet); the dict `steanet bench model --json` prints."
     from steanet.model import VARIANTS
     check_counts(frames=(frames, 1), batch=(batch, 1), image_size=(image_size, 1), steps=(steps, 1),
@@ -202,6 +242,7 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     if not variants or any(v not in VARIANTS for v in variants):
         raise BenchError(f'--variants {",".join(variants)!r}: comma-separated, each one of {", ".join(VARIANTS)}')
     dev = bench_device(device)
+    if max_batch and dev.type != 'cuda': raise BenchError('--max-batch searches a CUDA device\'s memory; use --device cuda')
     if steps is None: steps = 10 if dev.type == 'cuda' else 2
     if warmup is None: warmup = 3 if dev.type == 'cuda' else 0
     from steanet.lean import RECOMPUTE
@@ -222,6 +263,8 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
         r['train_gemm_fraction'] = r['train_flops_per_s'] / gemm
         r['train_vs_gemm_bound'] = r['train_step_s'] / (r['train_flops'] / gemm)   # >= 1: x slower than GEMM speed
         r['infer_gemm_fraction'] = r['infer_flops_per_s'] / gemm
+        if max_batch: r['max_batch'] = max_batch_cuda(v, backbone=backbone, frames=frames, image_size=image_size,
+                                                      device=dev, amp=amp, recompute=recompute)
         res['variants'][v] = r
     if {'official', 'steanet'} <= set(res['variants']):
         o, s = res['variants']['official'], res['variants']['steanet']
@@ -230,6 +273,7 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
                                           train_cpu_speedup=o['train_cpu_s'] / s['train_cpu_s'],
                                           peak_mem_ratio=s['peak_mem_mb'] / o['peak_mem_mb'] if o['peak_mem_mb'] > 0 else None,
                                           saved_bytes_ratio=s['saved_bytes_per_clip'] / o['saved_bytes_per_clip'])
+        if max_batch: res['steanet_vs_official']['max_batch_ratio'] = s['max_batch'] / max(o['max_batch'], 1)
     return res
 
 # %% ../nbs/08_bench.ipynb #8992e274

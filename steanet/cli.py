@@ -620,6 +620,7 @@ def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--recompute', default=None, choices=['off', 'cheap', 'mlp'],
                    help="backbone.recompute of the steanet/aim variants (default: the config's); official is always plain")
     p.add_argument('--compile', action='store_true', help='torch.compile the model for the timed steps')
+    p.add_argument('--max-batch', action='store_true', help='CUDA: also search the largest batch that trains per variant')
     return p
 
 BENCH_SETS = ('fixtures', 'long', 'long-gop1s')
@@ -678,7 +679,7 @@ def bench_cmd(a) -> Outcome:
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
                               grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
-                              compile=a.compile)
+                              compile=a.compile, max_batch=a.max_batch)
         return Outcome(r, bench.bench_model_table(r))
     if a.prepare:
         r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
