@@ -18,9 +18,10 @@ from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant', 'BenchError', 'bench_device',
-           'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table',
-           'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table']
+__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant',
+           'BenchError', 'bench_device', 'check_counts', 'bench_model', 'bench_model_table', 'long_bench_videos',
+           'bench_data', 'bench_data_table', 'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table',
+           'report_store', 'bench_report', 'bench_report_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
 def _sync(device):
@@ -452,3 +453,50 @@ def bench_prepare_table(r: dict) -> str:
              f"{x['gb_per_source_hour']} | {x['ve8_gb']} | {x[f've8_hours_on_{c}_cores']} | {x['ek6_gb']} | "
              f"{x[f'ek6_hours_on_{c}_cores']} |" for x in r['results']]
     return '\n'.join(rows)
+
+# %% ../nbs/08_bench.ipynb #57371b8b
+REPORT_VARIANTS = {'linear_probe': 0.3, 'aim': 0.7, 'steanet': 0.75}   # the synthetic runs' chance of a right answer
+
+def report_store(n_runs: int = 1000, home=None, progress: bool = True) -> tuple:
+    "`(uri, runs)`: a store of at least `n_runs` synthetic training runs (3 variants x 10 splits x seeds), made once."
+    import json as _json
+    from mlflow.tracking import MlflowClient
+    from steanet.report import log_synthetic_runs
+    home = Path(home or cache_dir('bench', f'report-{n_runs}')); home.mkdir(parents=True, exist_ok=True)
+    uri, made = f'sqlite:///{home}/mlflow.db', home / 'made.json'
+    if made.exists(): return uri, _json.loads(made.read_text())['runs']
+    logging.getLogger('alembic').setLevel(logging.WARNING); logging.getLogger('mlflow.store.db.utils').setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name('bench-report')
+    exp = exp.experiment_id if exp else client.create_experiment('bench-report', artifact_location=(home / 'artifacts').as_uri())
+    seeds = math.ceil(n_runs / (10 * len(REPORT_VARIANTS)))
+    if progress: print(f'bench report: logging {10 * seeds * len(REPORT_VARIANTS)} synthetic runs into {uri} (once) ...', file=sys.stderr)
+    ids = log_synthetic_runs(client, exp, REPORT_VARIANTS, splits=range(1, 11), seeds=range(seeds), n_videos=128)
+    made.write_text(_json.dumps({'runs': len(ids)}))
+    return uri, len(ids)
+
+def bench_report(n_runs: int = 1000, home=None, repeats: int = 2, progress: bool = True) -> dict:
+    "Wall seconds of `steanet report` (a fresh process) over a store of `n_runs` synthetic runs, `repeats` times."
+    import json as _json, subprocess, tempfile
+    uri, runs = report_store(n_runs, home, progress)
+    exe = Path(sys.executable).with_name('steanet')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'steanet.cli']
+    out, secs = None, []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            p = subprocess.run(cmd + ['report', '--tracking-uri', uri, '--experiment', 'bench-report', '--out', f'{d}/r',
+                                      '--json', '--quiet'], capture_output=True, text=True)
+            secs.append(time.perf_counter() - t)
+        if p.returncode: raise BenchError(f'bench report: steanet report failed: {p.stderr.strip().splitlines()[-1:]}')
+        out = _json.loads(p.stdout.strip().splitlines()[-1])
+    return {'runs': runs, 'seconds': secs, 'groups': len(out['groups']), 'comparisons': len(out['comparisons']),
+            'replications': [g['n'] for g in out['groups']], 'target_s': 15.0, 'uri': uri, 'load': os.getloadavg()[0]}
+
+def bench_report_table(r: dict) -> str:
+    "One line per timed report, and the target."
+    lines = [f"report over {r['runs']} runs ({r['groups']} groups x {r['replications']} replications, "
+             f"{r['comparisons']} comparisons), load {r['load']:.1f}:"]
+    lines += [f"  run {i + 1}: {s:.1f} s {'(< 15 s target)' if s < r['target_s'] else '(over the 15 s target)'}"
+              for i, s in enumerate(r['seconds'])]
+    return '\n'.join(lines)

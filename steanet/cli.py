@@ -21,7 +21,8 @@ __all__ = ['SET_HELP', 'TUNE_FLAGS', 'DECODER_CHOICES', 'BENCH_SETS', 'COMMANDS'
            'demo_parser', 'demo_cmd', 'tune_parser', 'tune_config', 'load_function', 'best_trial_table', 'tune_cmd',
            'explain_parser', 'explain_cmd', 'config_parser', 'config_cmd', 'convert_parser', 'convert_cmd',
            'check_data_parser', 'check_data_text', 'check_data_cmd', 'prepare_data_parser', 'prepare_data_cmd',
-           'bench_parser', 'bench_cmd', 'serve_parser', 'serve_cmd', 'usage', 'main']
+           'bench_parser', 'bench_cmd', 'report_parser', 'report_text', 'report_cmd', 'protocol_report', 'serve_parser',
+           'serve_cmd', 'usage', 'main']
 
 # %% ../nbs/09_cli.ipynb #b0cfb313
 class UsageError(SteanetError):
@@ -253,6 +254,10 @@ def splits_cmd(a) -> Outcome:
     text = [f"split {s:2d}: test top1 {v.get('test/top1', float('nan')):.4f} (epoch {v.get('best_epoch')} by {v.get('selection')})"
             for s, v in res['splits'].items()]
     text += [f"{k:<22} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in res['summary'].items()]
+    res['report'] = protocol_report([v.get('run_id') for v in res['splits'].values()], cfg)   # the table a paper prints
+    if res['report']: text += ['', report_text(res['report']),
+                               'compare with other variants: steanet report --experiment '
+                               f"{cfg.tracking.experiment or cfg.data.dataset} --by variant"]
     return Outcome(res, '\n'.join(text))
 
 # %% ../nbs/09_cli.ipynb #bd728652
@@ -333,6 +338,7 @@ def demo_cmd(a) -> Outcome:
             f"The pre-trained tiny backbone, for your own videos: {res['backbone_weights']}\n  steanet train --config folder "
             f"--set data.root=DIR backbone.name=steanet-tiny backbone.pretrained={res['backbone_weights']} "
             f"data.input_size=32 data.short_side=32")
+    if res.get('report'): text += '\n\n' + report_text(res['report'])       # the demo ends with its report
     return Outcome({**res, 'threads': threads}, text)
 
 # %% ../nbs/09_cli.ipynb #c1b63a02
@@ -646,7 +652,7 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def bench_parser() -> Parser:
     p = Parser(prog='steanet bench', description='Benchmarks (targets are measured here, never asserted in tests).')
-    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data}', parser_class=Parser)
+    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data,report}', parser_class=Parser)
     _bench_model_args(add_common_args(sub.add_parser(
         'model', help='time official vs steanet variants (training step, inference, memory, FLOP/s)',
         description='Time the training step and inference of the official and steanet variants.'), overrides=False))
@@ -654,11 +660,19 @@ def bench_parser() -> Parser:
         'data', help='time video decoding and the whole data pipeline (steanet.data)',
         description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
                     'long 640x360 H.264 videos.'), overrides=True))
+    rp = add_common_args(sub.add_parser('report', help='time steanet report over 1,000 synthetic runs (target < 15 s)',
+                                        description='Time `steanet report` (a fresh process) over a store of synthetic '
+                                                    'training runs, made once under .cache/steanet/bench/.'), overrides=False)
+    rp.add_argument('--runs', type=at_least(30), default=1000, help='runs in the store (default 1000)')
+    rp.add_argument('--repeats', type=at_least(1), default=2, help='timed reports (default 2)')
     return p
 
 def bench_cmd(a) -> Outcome:
     "`steanet bench model`: `bench_model`; `steanet bench data`: `bench_data`; their tables, the dict under `--json`."
     from steanet import bench
+    if a.bench == 'report':
+        r = bench.bench_report(a.runs, repeats=a.repeats, progress=progress(a))
+        return Outcome(r, bench.bench_report_table(r))
     if a.bench == 'model':
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
@@ -679,6 +693,51 @@ def bench_cmd(a) -> Outcome:
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
                          long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
+
+# %% ../nbs/09_cli.ipynb #4341921b
+def report_parser() -> Parser:
+    p = make_parser('report', 'The comparison a paper prints, from MLflow runs: groups (--by) x replications (split, '
+                    'seed), mean +- std and confidence intervals, GFLOPs, paired tests and McNemar against a baseline, Holm over the '
+                    'table; Markdown (printed), LaTeX, CSV, JSON and a figure in --out, and an MLflow run of kind report.',
+                    overrides=False)
+    p.add_argument('--experiment', nargs='+', action='extend', default=[], metavar='NAME',
+                   help='MLflow experiment name(s) or id(s) (default: every experiment of the store)')
+    p.add_argument('--filter', default='', metavar='FILTER', help="MLflow search filter, e.g. \"params.`train.epochs` = '30'\"")
+    p.add_argument('--runs', nargs='+', action='extend', default=[], metavar='RUN_ID', help='report these runs only')
+    p.add_argument('--by', nargs='+', action='extend', default=None, metavar='KEY',
+                   help='group by these params or tags (default: variant), e.g. --by adapters.tea_ratio adapters.sea_ratio')
+    p.add_argument('--baseline', metavar='GROUP', help='the group the others are compared to (default: the fewest tunable params)')
+    p.add_argument('--allow-mixed', action='store_true', help='compare runs that differ in dataset, test videos, backbone '
+                   'weights or test views (the differences are printed in the notes)')
+    p.add_argument('--out', metavar='DIR', help='folder for the files (default .cache/steanet/reports/report-<time>)')
+    p.add_argument('--overwrite', action='store_true', help='replace an earlier report in --out')
+    p.add_argument('--level', type=float, default=0.95, help='confidence level (default 0.95)')
+    p.add_argument('--n-boot', type=at_least(100), default=9999, help='bootstrap resamples over replications')
+    p.add_argument('--seed', type=at_least(0), default=0, help='bootstrap seed')
+    p.add_argument('--tracking-uri', metavar='URI', help='the MLflow store (default: $MLFLOW_TRACKING_URI, else the project store)')
+    p.add_argument('--no-mlflow', action='store_true', help='do not log the report as an MLflow run')
+    return p
+
+def report_text(rep: dict) -> str:
+    "The Markdown of a report and where its files and run are."
+    run = f"; MLflow run {rep['run_id']} (steanet.kind=report)" if rep.get('run_id') else ''
+    return f"{rep['markdown'].rstrip()}\n\nfiles in {rep['out']} (report.md, table.tex, groups.csv, report.json, report.png){run}"
+
+def report_cmd(a) -> Outcome:
+    "`steanet report`: `report` on the runs the flags select."
+    from steanet.report import ReportConfig
+    from steanet.report_out import report, report_json
+    rc = ReportConfig(experiments=tuple(a.experiment), filter=a.filter, runs=tuple(a.runs), by=tuple(a.by or ('variant',)),
+                      baseline=a.baseline, allow_mixed=a.allow_mixed, level=a.level, n_boot=a.n_boot, seed=a.seed,
+                      uri=a.tracking_uri, log=not a.no_mlflow)
+    rep = report(rc, a.out, a.overwrite)
+    return Outcome(report_json(rep), report_text(rep))
+
+def protocol_report(run_ids, cfg) -> Optional[dict]:
+    "The report `splits` ends with: `report_brief` of its runs' report (None with tracking off)."
+    from steanet.report_out import report_brief, report_runs
+    rep = report_runs(run_ids, cfg)
+    return None if rep is None else report_brief(rep)
 
 # %% ../nbs/09_cli.ipynb #3d2fdb39
 def serve_parser() -> Parser:
@@ -732,6 +791,8 @@ COMMANDS = {
     'config':     Command('`config show`: the resolved config (secrets masked) and the data it reads; `config presets`',
                           config_parser, config_cmd),
     'convert-checkpoint': Command('a release .pth checkpoint as .safetensors (no pickle runs)', convert_parser, convert_cmd),
+    'report':     Command('the comparison a paper prints from MLflow runs: --by groups, CIs, paired tests, McNemar, Holm',
+                          report_parser, report_cmd),
     'bench':      Command('benchmarks: `bench model` (variants: speed, memory), `bench data` (loader throughput)',
                           bench_parser, bench_cmd),
     'serve':      Command("serve a run's MLflow Model over HTTP on 127.0.0.1 (video bytes; paths only under --media-root)",

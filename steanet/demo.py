@@ -24,8 +24,8 @@ from . import tracking
 # %% auto #0
 __all__ = ['PALETTE', 'SHAPES', 'SIZE_BINS', 'PRETRAIN_VERSION', 'DEMO_VARIANTS', 'QUICK_DEMO', 'render_frames',
            'pretrain_tiny_backbone', 'shuffle_frames', 'demo_videos', 'demo_store', 'shuffled_test',
-           'demo_backbone_path', 'publish_demo_backbone', 'run_demo', 'find_demo_checkpoint', 'demo_checkpoint',
-           'default_threads', 'demo_table']
+           'demo_backbone_path', 'publish_demo_backbone', 'run_demo', 'demo_report', 'find_demo_checkpoint',
+           'demo_checkpoint', 'default_threads', 'demo_table']
 
 # %% ../nbs/05a_demo.ipynb #48694f6f
 PALETTE = np.array([[225, 70, 40], [40, 105, 230], [60, 190, 70], [230, 210, 50],
@@ -194,10 +194,11 @@ def publish_demo_backbone(weights) -> Path:
 
 def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIANTS, n_per_class: int = 32,
              test_per_class: int = 16, video_frames: int = 16, pretrain: Optional[dict] = None, seed: int = 0,
-             progress: bool = True, publish: bool = True) -> dict:
-    """The whole demo; returns `{'seconds', 'runs': {variant: {...}}, 'experiment', 'tracking_uri', 'ui', ...}`.
+             progress: bool = True, publish: bool = True, report: bool = True) -> dict:
+    """The whole demo; returns `{'seconds', 'runs': {variant: {...}}, 'experiment', 'tracking_uri', 'ui', 'report', ...}`.
     `pretrain`: keyword arguments for `pretrain_tiny_backbone` (steps, batch_size, lr, n_images, cache); `publish`:
-    copy the tower to `demo_backbone_path()` (the result's `backbone_weights`)."""
+    copy the tower to `demo_backbone_path()` (the result's `backbone_weights`); `report`: end with the report of the
+    runs (`demo_report`; None with tracking off)."""
     t0 = time.time()
     base = make_config('demo', list(overrides))
     root = demo_videos(base, n_per_class, test_per_class, video_frames, seed, progress)
@@ -216,9 +217,19 @@ def run_demo(overrides: Sequence[str] = (), variants: Sequence[str] = DEMO_VARIA
     uri = tracking.tracking_uri(base)
     ui = (f'make ui   (or: mlflow ui --backend-store-uri {uri} --port 5000)' if uri.startswith('sqlite')
           else f'open {uri}')
-    return {'seconds': time.time() - t0, 'data_seconds': t_data, 'pretrain_seconds': t_pre, 'runs': runs,
-            'experiment': base.tracking.experiment or 'demo', 'tracking_uri': uri, 'ui': ui,
-            'backbone_weights': str(publish_demo_backbone(weights) if publish else weights), 'store': str(store)}
+    res = {'data_seconds': t_data, 'pretrain_seconds': t_pre, 'runs': runs,
+           'experiment': base.tracking.experiment or 'demo', 'tracking_uri': uri, 'ui': ui,
+           'backbone_weights': str(publish_demo_backbone(weights) if publish else weights), 'store': str(store)}
+    t_rep = time.time()
+    res.update(report=demo_report(base, runs) if report else None, report_seconds=time.time() - t_rep)
+    return {'seconds': time.time() - t0, **res}
+
+# %% ../nbs/05a_demo.ipynb #6111988b
+def demo_report(cfg: ExperimentConfig, runs: dict) -> Optional[dict]:
+    "The report of the demo's runs (`report_brief`: JSON data, `markdown`, `out`); None with tracking off."
+    from steanet.report_out import report_brief, report_runs
+    rep = report_runs([r['run_id'] for r in runs.values()], cfg)
+    return report_brief(rep) if rep is not None else None
 
 # %% ../nbs/05a_demo.ipynb #cc1e3d4c
 def find_demo_checkpoint(root=None) -> Optional[Path]:

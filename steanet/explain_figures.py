@@ -155,15 +155,15 @@ def plot_adapters(result: dict, title: Optional[str] = None):
             if np.isfinite(tab[i, j]): ax.text(j, i, f'{tab[i, j]:.2f}', ha='center', va='center', fontsize=7)
     ax.set_xticks(range(len(kinds))); ax.set_xticklabels(kinds); ax.set_yticks(range(L))
     ax.set_yticklabels([f'block {i}' for i in range(L)], fontsize=7); ax.set_xlabel('adapter kind')
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02).set_label('logit drop when removed', fontsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02); ax.set_title('logit drop when the adapter is removed', fontsize=8)
     share = result['share']; ks = [k for k in kinds if k in share]
     vals = [share[k]['mean'] if isinstance(share[k], dict) else share[k] for k in ks]
     bx.barh(ks, vals, color=['tab:red' if x >= 0 else 'tab:blue' for x in vals]); bx.axvline(0, color='k', lw=0.5)
     bx.invert_yaxis(); bx.set_xlabel('share of the kind drops', fontsize=8)
     sd = result.get('shuffled_drop'); sd = sd['mean'] if isinstance(sd, dict) else sd
     ts = result.get('temporal_share'); ts = ts['mean'] if isinstance(ts, dict) else ts
-    if sd is not None: bx.set_title(f'temporal (T+TEA) share {ts:.2f}; shuffled-frames drop {sd:.2f}', fontsize=8)
-    fig.suptitle(title or 'per-adapter attribution (exact output ablation)', fontsize=10)
+    sub = f'\ntemporal adapters (T + TEA) share {ts:.2f}; logit drop when the frames are shuffled {sd:.2f}' if sd is not None else ''
+    fig.suptitle((title or 'per-adapter attribution (exact output ablation)') + sub, fontsize=10)
     return fig
 
 def plot_sanity(sanity: dict, title: Optional[str] = None):

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import ExperimentConfig, SteanetError, project_dir, redact
+from .config import ExperimentConfig, SteanetError, printable, project_dir, redact
 from .data import DataError, VideoRecord
 from .data.records import _resolve
 from .tracking import records_hash
@@ -100,10 +100,10 @@ def dataset_source(cfg: ExperimentConfig) -> str:
 def split_dataset(cfg: ExperimentConfig, split: str, records: Sequence[VideoRecord]):
     "The `mlflow.data` pandas dataset of one split's records (see above)."
     import mlflow.data, pandas as pd
-    df = pd.DataFrame({'video': [video_key(r.path, cfg.data.root) for r in records],
+    df = pd.DataFrame({'video': [printable(video_key(r.path, cfg.data.root)) for r in records],   # a name not UTF-8: \xNN
                        'label': [int(r.label) for r in records], 'class_name': [r.class_name for r in records]})
     with _quiet_mlflow_data():
-        return mlflow.data.from_pandas(df, source=dataset_source(cfg), targets='label',
+        return mlflow.data.from_pandas(df, source=printable(dataset_source(cfg)), targets='label',
                                        name=f'{cfg.data.dataset}-{split}', digest=records_hash(records))
 
 @contextlib.contextmanager
@@ -115,11 +115,12 @@ def _quiet_mlflow_data():
         yield
 
 def log_inputs(run, cfg: ExperimentConfig, splits: dict) -> list:
-    """Log `{split: records}` (empty splits skipped) as the inputs of `run` (a `tracking.Run`; a no-op one logs
+    """Log `{split: records}` (empty splits and splits of other items skipped) as the inputs of `run` (a `tracking.Run`; a no-op one logs
     nothing); returns the `(name, digest, context)` logged."""
     if run is None or not getattr(run, 'active', False): return []
     from mlflow.entities import DatasetInput, InputTag
-    ins = [(k, split_dataset(cfg, k, v)) for k, v in splits.items() if v]
+    ins = [(k, split_dataset(cfg, k, v)) for k, v in splits.items()   # records only: a test's stand-in items are no dataset
+           if v and all(isinstance(r, VideoRecord) for r in v)]
     if not ins: return []
     with _quiet_mlflow_data():                                  # the schema is inferred here
         entities = [DatasetInput(d._to_mlflow_entity(), [InputTag(DATASET_CONTEXT, k)]) for k, d in ins]

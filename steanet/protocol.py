@@ -54,6 +54,11 @@ class Splits:
 def _prov(source, recs, fraction=None, seed=None) -> dict:
     return {'source': str(source), 'fraction': fraction, 'seed': seed, 'videos': len(recs)}
 
+def _with_fix(err) -> str:
+    "The message of a dataset without a test split, with the fix if it does not say it yet."
+    m = str(err)
+    return m if 'data.test_fraction' in m else f'{m}; name a test list, or carve a stratified test split with data.test_fraction=0.2'
+
 def _own_test(cfg: ExperimentConfig) -> tuple:
     "`(records or None, error or None)`: the dataset's own test split; None with the error of a list that has none."
     if has_subset(cfg.data, 'test') is False: return None, None          # class folders without test/: none, allowed
@@ -67,9 +72,10 @@ def _test_split(cfg: ExperimentConfig, train: list, given, read: bool) -> tuple:
     "`(train left, test, provenance)`: the dataset's test split, a `data.test_fraction` carve-out, or given records."
     if given is not None: return train, list(given), _prov('given' if given else 'none', given)
     f, seed = cfg.data.test_fraction, cfg.data.split_seed
-    own, err = _own_test(cfg) if (read or f > 0 or data.one_file(cfg.data)) else (None, None)
+    one = data.one_file(cfg.data) or cfg.data.format == 'store'     # ONE list (or a store made from one): check it
+    own, err = _own_test(cfg) if (read or f > 0 or one) else (None, None)
     if not read and f == 0:               # a study: no test list is read, but ONE list without a test split is refused
-        if err is not None and data.one_file(cfg.data): raise DataError(str(err)) from None
+        if err is not None and one: raise DataError(_with_fix(err)) from None
         return train, [], _prov('not read', [])
     if f > 0:
         if own is not None:
@@ -77,7 +83,7 @@ def _test_split(cfg: ExperimentConfig, train: list, given, read: bool) -> tuple:
                               f'({len(own)} videos) and a carve-out would replace it; set data.test_fraction=0')
         rest, test = carve_validation(train, f, (seed, TEST_STREAM))
         return rest, test, _prov('carve-out of train', test, f, seed)
-    if err is not None: raise DataError(str(err)) from None
+    if err is not None: raise DataError(_with_fix(err)) from None
     if own is None: return train, [], _prov('none', [])
     return train, own, _prov(split_source(cfg.data, 'test'), own)
 

@@ -21,13 +21,13 @@ from .config import (ExperimentConfig, ConfigError, make_config, config_to_dict,
                             one_line, save_config)
 
 # %% auto #0
-__all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR', 'SURPLUS_ATTR', 'PARENTS_ATTR',
+__all__ = ['ADAPTER_KEYS', 'OBJECTIVES', 'METRIC_NAMES', 'WORKER_ATTR', 'RUN_ATTR', 'CONFIG_ATTR', 'SURPLUS_ATTR', 'PARENTS_ATTR',
            'MLFLOW_STATUS', 'ACC_KEYS', 'search_space', 'apply_params', 'trial_config', 'suggest_config',
-           'study_directions', 'default_storage_url', 'storage_url', 'describe_storage', 'retry_concurrent',
-           'make_storage', 'make_sampler', 'make_pruner', 'counted_trials', 'Recovery', 'recover_interrupted',
-           'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates', 'pareto_front', 'study_plots',
-           'study_summary', 'open_study', 'run_study', 'study_artifact_dir', 'attach_study_artifacts',
-           'load_trial_config', 'retrain_best']
+           'study_metric_names', 'study_directions', 'default_storage_url', 'storage_url', 'describe_storage',
+           'retry_concurrent', 'make_storage', 'make_sampler', 'make_pruner', 'counted_trials', 'Recovery',
+           'recover_interrupted', 'StudyTracker', 'study_records', 'default_fit', 'make_objective', 'dominates',
+           'pareto_front', 'study_plots', 'study_summary', 'open_study', 'run_study', 'study_artifact_dir',
+           'attach_study_artifacts', 'load_trial_config', 'retrain_best']
 
 # %% ../nbs/06_tune.ipynb #67b2c1ca
 ADAPTER_KEYS = {'s': 's_ratio', 't': 't_ratio', 'mlp': 'mlp_ratio', 'tea': 'tea_ratio', 'sea': 'sea_ratio'}
@@ -88,6 +88,11 @@ def suggest_config(trial: optuna.Trial, cfg: ExperimentConfig) -> ExperimentConf
 
 # %% ../nbs/06_tune.ipynb #dc106b95
 OBJECTIVES = {'accuracy': 'maximize', 'params': 'minimize'}
+METRIC_NAMES = {'accuracy': 'val/top1', 'params': 'tunable_params'}   # what each objective is, as dashboards and plots name it
+
+def study_metric_names(cfg: ExperimentConfig) -> list:
+    "The names `study.set_metric_names` gives the objectives (e.g. `['val/top1', 'tunable_params']`)."
+    return [METRIC_NAMES[o] for o in cfg.tune.objectives]
 
 def study_directions(cfg: ExperimentConfig) -> list:
     "Optuna directions for `tune.objectives`."
@@ -577,6 +582,10 @@ def open_study(cfg: ExperimentConfig, recovery: Optional[Recovery] = None, sampl
     if created:
         study.set_user_attr('objectives', list(cfg.tune.objectives))
         study.set_user_attr('base_config', redacted_dict(cfg))   # no password in the storage (trials.csv, dashboards)
+    if study.metric_names is None:          # named objectives in optuna-dashboard and optuna.visualization (not "Objective 0")
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(study_metric_names(cfg))
     return study, created, url
 
 def run_study(cfg: ExperimentConfig, *, fit_fn: Optional[Callable] = None, records: Optional[tuple] = None,

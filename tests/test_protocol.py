@@ -332,3 +332,63 @@ def test_fit_makes_the_cli_preflight_checks(synth, tmp_path):
     with pytest.raises(DataError, match='at least 2 class'):
         fit(make_config('folder', folder_overrides(one)), run_dir=tmp_path / 'run', progress=False)
     assert not (tmp_path / 'run').exists() and not mlflow_runs(tmp_path)
+
+
+def test_carve_outs_partition_every_single_list():
+    "Property: any one CSV list, any fractions and seed: train, val and test partition it, stratified, test disjoint."
+    import tempfile
+    from hypothesis import given, settings, strategies as st
+    from steanet.protocol import resolve_splits
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
+    @given(sizes=st.lists(st.integers(1, 9), min_size=2, max_size=5), tf=st.floats(0.05, 0.45),
+           vf=st.sampled_from([0.0, 0.2, 0.5]), seed=st.integers(0, 2**32 - 1))
+    def check(sizes, tf, vf, seed):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d); rows = []
+            for c, n in enumerate(sizes):
+                (d / f'c{c}').mkdir()
+                for i in range(n): (d / f'c{c}' / f'v{i}.mp4').touch(); rows.append(f'c{c}/v{i}.mp4,{c}\n')
+            (d / 'one.csv').write_text(''.join(rows))
+            cfg = make_config('folder', ['data.format=csv', f'data.root={d}', f'data.annotations={d / "one.csv"}',
+                                         f'data.test_fraction={tf}', f'data.val_fraction={vf}', f'data.split_seed={seed}'])
+            sp = resolve_splits(cfg)
+            parts = [{r.path for r in x} for x in (sp.train, sp.val, sp.test)]
+            assert sum(map(len, parts)) == len(rows) == len(set().union(*parts))      # a partition: nothing lost or shared
+            for c, n in enumerate(sizes):                                             # stratified, one video at least stays
+                k = sum(r.label == c for r in sp.test)
+                assert k == (0 if n < 2 else min(max(round(n * tf), 1), n - 1)), (c, n, k)
+                assert sum(r.label == c for r in sp.train + sp.val) == n - k
+            assert [r.path for r in resolve_splits(make_config(cfg, ['train.seed=5'])).test] == [r.path for r in sp.test]
+    check()
+
+
+def test_a_copy_under_another_name_is_refused_by_the_store_hash(synth, tmp_path):
+    "A test video that is a byte copy of a training video: unseen by path, refused by content once a store knows both."
+    import shutil
+    from steanet.data import DataError, prepare_data
+    from steanet.protocol import resolve_splits
+    root = tmp_path / 'root'; shutil.copytree(synth / 'videos', root / 'videos')
+    shutil.copy(root / 'videos/joy/train_0000.mp4', root / 'videos/joy/copy.mp4')
+    ann = tmp_path / 'lists'; ann.mkdir()
+    (ann / 'train.txt').write_text((synth / 'train.txt').read_text())
+    (ann / 'test.txt').write_text((synth / 'test.txt').read_text() + 'videos/joy/copy.mp4 0\n')
+    cfg = make_config('folder', list_overrides(root, 'mmaction', ann))
+    assert len(resolve_splits(cfg).test) == 9                     # paths differ: only the content tells
+    prepare_data(cfg, tmp_path / 'store', workers=1, progress=False, say=lambda s: None)
+    with pytest.raises(DataError, match=r'1 of the 16 train videos are also test videos \(0 by path, 1 by content; e\.g\. train_0000\.mp4'):
+        resolve_splits(make_config(cfg, [f'data.store={tmp_path / "store"}']))
+
+
+def test_a_store_made_from_one_list_has_no_test_split(synth, tmp_path):
+    "data.format=store over a store prepared from ONE list: refused like the list, a data.test_fraction carve-out works."
+    from steanet.data import DataError, prepare_data
+    from steanet.protocol import resolve_splits
+    ann = single_files(synth, tmp_path / 'ann')['mmaction']
+    cfg = make_config('folder', list_overrides(synth, 'mmaction', ann))
+    prepare_data(cfg, tmp_path / 'store', workers=1, progress=False, say=lambda s: None)
+    st = make_config(cfg, ['data.format=store', f'data.store={tmp_path / "store"}', 'data.annotations='])
+    with pytest.raises(DataError, match='no test list .*data.test_fraction'): resolve_splits(st)
+    sp = resolve_splits(make_config(st, ['data.test_fraction=0.25']))
+    assert (len(sp.train), len(sp.test)) == (24, 8) and not {r.path for r in sp.train} & {r.path for r in sp.test}
+    assert sp.provenance['train']['source'].startswith(f'{tmp_path / "store"} (store, split 1)')

@@ -446,6 +446,7 @@ def split_source(data_cfg: Union[DataConfig, ExperimentConfig], subset: str) -> 
     dc = data_cfg.data if isinstance(data_cfg, ExperimentConfig) else data_cfg
     root = _resolve(dc.root); ann = _resolve(dc.annotations) if dc.annotations else root; sk = _subset_key(subset)
     try:
+        if dc.format == 'store': return f'{_resolve(dc.store)} (store, split {dc.split})'
         if dc.format == 'splits': return str(ann / f'{sk}list{int(dc.split):02d}.txt')
         if dc.format == 'json': return str(_json_file(ann, dc.split))
         if dc.format == 'folder': return str(folder_layout(root)[sk] or root)

@@ -370,7 +370,7 @@ def store_records(dc: DataConfig, subset: str = 'train'):
         raise DataError(f'{st.root}: holds split(s) {", ".join(sorted(lists))} of {st.dataset.get("name")}, not '
                         f'data.split={dc.split}; prepare that split into it (the videos are shared)')
     if sk not in split:
-        raise (NoSplitError if sk == 'val' else DataError)(f'{st.root}: the dataset it holds has no {sk} list (split {dc.split})')
+        raise NoSplitError(f'{st.root}: the dataset it holds has no {sk} list (split {dc.split})')   # the resolver decides (issue 20)
     classes = list(st.dataset['classes']); out = []
     for k in split[sk]:
         e = st.videos.get(k) or st.bad.get(k)
