@@ -33,11 +33,11 @@ def video_key(path, root) -> str:
     if r is not None and p.is_relative_to(r): return p.relative_to(r).as_posix()
     return p.as_posix()
 
-def store_coverage(store: str, records: Sequence[VideoRecord]) -> dict:
-    "How many of `records` the prepared store at `store` holds: `{'path', 'videos', 'prepared', 'bad', 'missing'}`."
-    from steanet.data.store import Store, _norm
-    s = Store(store)
-    keys = {_norm(r.path) for r in records}
+def store_coverage(store: str, records: Sequence[VideoRecord], data_root: str = '') -> dict:
+    "How many of `records` the prepared store at `store` holds: `{'path', 'videos', 'prepared', 'bad', 'missing', ...}`."
+    from steanet.data.store import Store
+    s = Store(store, data_root or None)
+    keys = {s.key(r.path) for r in records}                  # the store's own lookup (relocatable: keys under its root)
     prepared, bad = sum(k in s.videos for k in keys), sum(k in s.bad for k in keys)
     return {'path': str(s.root), 'videos': len(keys), 'prepared': prepared, 'bad': bad, 'missing': len(keys) - prepared - bad,
             'format': s.format, 'short_side': s.short_side}
@@ -55,7 +55,7 @@ def data_facts(cfg: ExperimentConfig) -> dict:
              'classes': classes, 'counts': {k: len(getattr(s, k)) for k in SPLITS},
              'validation': val, 'provenance': s.provenance,
              'digests': {k: records_hash(getattr(s, k)) for k in SPLITS if getattr(s, k)},
-             'store': store_coverage(cfg.data.store, s.train + s.val + s.test) if cfg.data.store else None}
+             'store': store_coverage(cfg.data.store, s.train + s.val + s.test, cfg.data.root) if cfg.data.store else None}
     return facts
 
 def _validation_line(v: dict) -> str:
