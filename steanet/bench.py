@@ -332,8 +332,7 @@ def _training_loader(records, dc: DataConfig, workers: int, batch: int):
     """The loader a training run builds (the dataset, its seeded items, the epoch batch sampler, the one loader
     factory `make_loader` with persistent workers), over `records`: (loader, batches)."""
     import open_clip                                    # CLIP's mean/std: the values do not change the cost
-    try: from steanet.runtime import EpochBatches, SeededItems, epoch_batches, make_loader   # the runtime room (i20b)
-    except ImportError: from steanet.train import EpochBatches, SeededItems, epoch_batches, make_loader
+    from steanet.runtime import EpochBatches, SeededItems, epoch_batches, make_loader   # the training loader's own parts
     ds = build_dataset(dc, 'train', records=records, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
     batches = EpochBatches(); batches.set(0, epoch_batches(len(ds), batch, 0, 0))
     dl = make_loader(SeededItems(ds, 0), batches, batch_size=batch, num_workers=workers, device='cpu', persistent=True)
