@@ -15,6 +15,8 @@ from einops import repeat
 
 from .config import ConfigError, ExplainConfig, ExperimentConfig, atomic_write, make_config
 from .checkpoint import restore_checkpoint
+from .infer import forward_views
+from .protocol import DataError, resolve_splits   # the one split resolver
 from .explain_methods import *
 from .explain_methods import _baseline, _prepare
 from .explain_relevance import *
@@ -35,8 +37,8 @@ def _mean(v):
 
 @torch.no_grad()
 def predicted(model, clip) -> tuple:
-    "`(class, probability)` the model predicts for one clip."
-    model.eval(); p = model(as_clip(clip).to(model_device(model))).float().softmax(-1)[0]
+    "`(class, probability)` the model predicts for one clip, through the one inference path (`infer.forward_views`)."
+    model.eval(); p = forward_views(model, as_clip(clip).to(model_device(model))).softmax(-1).mean(1)[0]
     return int(p.argmax()), float(p.max())
 
 def _method_row(model, video, a, mask, i, cfg, faithfulness, steps, n_random, mass_sign) -> dict:
@@ -364,7 +366,6 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
         raise ConfigError('nothing to explain: give VIDEO files, or --dataset checkpoint|PRESET|CONFIG (with --limit N)')
     if (Path(out) / 'summary.json').exists() and not overwrite:
         raise ConfigError(f'{out}: holds an earlier explanation (summary.json), kept; choose another --out (or pass --overwrite)')
-    from steanet.data import load_records
     from steanet.tracking import resolve_checkpoint
     checkpoint, backbone_weights = resolve_checkpoint(checkpoint, backbone_weights)   # models:/... and runs:/.../model too
     r = restore_checkpoint(checkpoint, overrides, allow_backbone_mismatch=allow_backbone_mismatch,
@@ -378,7 +379,9 @@ def explain_run(checkpoint, videos: Sequence = (), *, dataset: Optional[str] = N
     if videos: cfg.data.store = ''                      # files named on the command line are read from disk
     if target is not None: cfg.explain.target = target
     methods = list(methods or cfg.explain.methods)
-    recs = video_records(videos, r.class_names) if videos else load_records(cfg.data, subset)[0]
+    recs = video_records(videos, r.class_names) if videos else resolve_splits(cfg).get(subset)   # a carve-out too
+    if not recs: raise DataError(f'--subset {subset}: the dataset has no {subset} split; name one, or carve one '
+                                 f'(data.test_fraction, data.val_fraction)')
     mode = _track_choice(mlflow_run, track, cfg)
     run = _explain_tracking(cfg, r.meta, checkpoint, methods, dict(dataset=dataset or 'videos', subset=subset, limit=limit,
                             faithfulness=faithfulness, sanity=sanity, adapters=adapters, ig_steps=cfg.explain.ig_steps,
