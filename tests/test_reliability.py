@@ -297,6 +297,6 @@ def test_a_run_that_fails_with_loader_workers_exits(synth_root, tmp_path):
 def test_frames_that_do_not_fit_the_backbone_one_line_before_any_run(synth_root, tmp_path):
     "`data.input_size` that does not fill the backbone's patch grid: one line naming both keys; no folder, no MLflow run."
     rc, out, err = call(['train', '--config', 'demo', '--set', *tiny(synth_root, **{'data.input_size': 224,
-                         'tracking.enabled': 'true'}), '--run-dir', str(tmp_path / 'run')], env={'STEANET_HOME': str(tmp_path)})
+                         'data.short_side': 256, 'tracking.enabled': 'true'}), '--run-dir', str(tmp_path / 'run')], env={'STEANET_HOME': str(tmp_path)})
     one_line_error(rc, err, 'data.input_size=224', 'backbone.image_size=224', 'data.input_size=32')
     assert not (tmp_path / 'run').exists() and not (tmp_path / 'mlruns').exists()
