@@ -181,11 +181,6 @@ def _server(cmd, port: int, ready: str, env=None, timeout: float = 180):
     assert p.poll() is not None
 
 
-def _post_json(url: str, body: dict, timeout: float = 120) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})
-    with urllib.request.urlopen(req, timeout=timeout) as r: return json.loads(r.read())
-
-
 def _strict_json(text: str):
     "JSON as the standard has it: NaN / Infinity are refused (Python's json accepts them by default)."
     def bad(c): raise ValueError(f'not JSON: {c}')
@@ -228,8 +223,10 @@ def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtur
     real video sent as base64 and named as a path under the media root both get `steanet predict`'s probabilities;
     escapes, junk and a symlink out of the root get one-line errors in their own rows (valid JSON, no traceback, no
     server path); a large batch (the row limit, the three fixture videos as paths and as bytes) gets one answer per row,
-    in order, each `steanet predict`'s numbers, and leaves no decoder running and the server idle; a request of a few
-    hundred rows (over the limit) is refused row by row without decoding. One server for all of it."""
+    in order, each the numbers of `steanet predict` and of `steanet eval` (one inference function, to 1e-6), and leaves
+    no decoder running and the server idle; a request of a few hundred rows (over the limit) is refused row by row
+    without decoding. One server for all of it: `steanet serve` is `mlflow models serve -m runs:/<id>/model
+    --env-manager local` (`serving.serve_command`), so this is also the MLflow-native serving check of issue 14."""
     import base64, shutil
     from steanet.testing import cli_predictions
     media = tmp_path / 'media'; media.mkdir(); video = media / 'clip.mp4'
@@ -239,6 +236,14 @@ def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtur
         kinds[name] = media / name; shutil.copy(fixtures_dir / 'videos' / name, media / name)
     refs = {k: {t['class']: t['prob'] for t in p['top']}
             for k, p in zip(kinds, cli_predictions(store['run_dir'], list(kinds.values()), fresh=False))}
+    from steanet.data import VideoRecord
+    from steanet.infer import eval_checkpoint
+    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(str(v), 0, 'x') for v in kinds.values()],
+                         return_predictions=True, overrides=['data.store='])   # loose files, decoded (the run read its store)
+    assert (ev['n_videos'], ev['n_bad']) == (3, 0)
+    evaluated = {Path(pr['video']).name: {t['class']: t['prob'] for t in pr['top']} for pr in ev['predictions']}
+    assert sorted(evaluated) == sorted(refs) and all(len(refs[k]) == 8 for k in refs)
+    for k, want in refs.items(): assert max(abs(evaluated[k][c] - q) for c, q in want.items()) <= 1e-6, k
     ref = refs['clip.mp4']
     port = _free_port()
     cmd = [str(Path(sys.executable).parent / 'steanet'), 'serve', store['run_id'], '--port', str(port),
@@ -279,50 +284,13 @@ def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtur
     for r in got:
         want = refs[r['video'].split('-', 1)[1]]
         assert r['error'] == '' and r['label'] == max(want, key=want.get), r
+        assert abs(sum(r[f'prob_{k}'] for k in want) - 1) <= 1e-5
         assert max(abs(r[f'prob_{k}'] - q) for k, q in want.items()) <= 1e-6, r['video']
     assert not [c for c in left if '_check_worker' in c], left            # the request's decoder worker is gone
     assert idle < 1.0 and idle_after_big < 1.0, (idle, idle_after_big)     # CPU seconds over 3 s: nothing left burning
     assert big_status == 200
     refused = _strict_json(big)['predictions']
     assert len(refused) == 300 and all(f'at most {LARGE}' in r['error'] and r['prob'] is None for r in refused)
-
-
-def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
-    """`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts the fixture videos
-    (sent as bytes),
-    and the served model, `steanet predict` and `steanet eval` (one inference function) agree on them to 1e-6."""
-    import mlflow, pandas as pd
-    from steanet.data import VideoRecord
-    from steanet.infer import eval_checkpoint
-    videos, port = sorted(str(v) for v in (fixtures_dir / 'videos').iterdir()), _free_port()
-    assert len(videos) >= 3, videos
-    mlflow.set_tracking_uri(store['uri'])
-    from steanet.serving import video_frame
-    rows = video_frame(videos, videos)                        # the files as bytes (base64), named by their paths
-    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(rows)
-    cmd = [str(Path(sys.executable).parent / 'mlflow'), 'models', 'serve', '-m', f"runs:/{store['run_id']}/model",
-           '--env-manager', 'local', '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
-    with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}) as p:
-        out = _post_json(f'http://127.0.0.1:{port}/invocations',
-                         {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': rows.values.tolist()}})
-    served = {}
-    for row, (_, r) in zip(out['predictions'], ref.iterrows()):
-        assert row['error'] == '' and row['label'] == r['label']
-        probs = {k: v for k, v in row.items() if k.startswith('prob_')}
-        assert len(probs) == 8 and abs(sum(probs.values()) - 1) <= 1e-5
-        assert max(abs(v - r[k]) for k, v in probs.items()) <= 1e-6
-        served[row['video']] = {k[len('prob_'):]: v for k, v in probs.items()}
-    assert sorted(served) == videos
-    rc, txt, err = _main(['predict', '--json', '--no-mlflow', '--topk', '8', '--checkpoint', store['run_dir'], *videos])
-    assert rc == 0, err
-    predicted = {p['video']: _probs(p) for p in json.loads(txt.strip().splitlines()[-1])['predictions']}
-    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(v, 0, 'x') for v in videos], return_predictions=True,
-                         overrides=['data.store='])   # loose files, decoded (the run read its prepared store)
-    assert (ev['n_videos'], ev['n_bad']) == (len(videos), 0)
-    evaluated = {p['video']: {t['class']: t['prob'] for t in p['top']} for p in ev['predictions']}
-    for v in videos:
-        for c, q in served[v].items():
-            assert abs(predicted[v][c] - q) <= 1e-6 and abs(evaluated[v][c] - q) <= 1e-6, (v, c)
 
 
 def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):
