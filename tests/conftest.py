@@ -43,11 +43,12 @@ def synth_root(tmp_path_factory):
                                   test_per_class=1, frames=8, seed=3)
 
 
-# The test files that take longest (CPU seconds of `pytest --durations=0` on 2 cores), slowest first. Under pytest-xdist
-# (`make test`: `-n 2 --dist loadfile`, a file's tests on one worker) they are handed out first, so the workers end
-# together instead of one finishing a long file alone; every other file follows in its usual order.
-SLOW_FIRST = ['test_mlflow.py', 'test_train.py', 'test_signals.py', 'test_tune.py', 'test_store.py',
-              'test_reliability.py', 'test_explain.py', 'test_protocol.py', 'test_report.py', 'test_first_hour.py']
+# The test files that take longest (CPU seconds per file, measured 2026-12-07 on the 2-core machine), slowest first.
+# Under pytest-xdist (`make test`: `-n 2 --dist loadfile`, a file's tests on one worker) they are handed out first, so
+# the workers end together instead of one finishing a long file alone; every other file follows in its usual order.
+SLOW_FIRST = ['test_explain.py', 'test_tune.py', 'test_train.py', 'test_mlflow.py', 'test_signals.py', 'test_model.py',
+              'test_foundation.py', 'test_data.py', 'test_reliability.py', 'test_report.py', 'test_config.py',
+              'test_store.py', 'test_protocol.py', 'test_first_hour.py']
 
 
 def pytest_collection_modifyitems(config, items):
