@@ -92,9 +92,12 @@ nbtest: install
 	@$(BIN)/nbdev_test --n_workers 2 --timing || { echo "GATE 4 FAILED: a notebook cell raised (see above). Fix the notebook, then 'make export'."; exit 1; }
 	echo "gate 4/5: notebooks execute"
 
-# 5. the test suite
+# 5. the test suite, on PYTEST_WORKERS pytest-xdist workers (one compute thread each, tests/conftest.py); a file's tests
+# stay on one worker (they share module fixtures), the slowest files start first (conftest's SLOW_FIRST)
+PYTEST_WORKERS ?= 2
 pytest: install
-	@$(BIN)/python -m pytest tests/ -q -ra --durations=15 || { echo "GATE 5 FAILED: pytest tests/ failed (see above)."; exit 1; }
+	@$(BIN)/python -m pytest tests/ -q -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  || { echo "GATE 5 FAILED: pytest tests/ failed (see above)."; exit 1; }
 	echo "gate 5/5: pytest passed"
 
 readme: install

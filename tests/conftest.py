@@ -7,6 +7,11 @@ import pytest
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# one of `pytest -n N`'s workers (pytest-xdist; `make test` runs two on two cores): one compute thread per worker and
+# per process it starts, so the workers share the cores instead of oversubscribing them (set before torch loads)
+XDIST_WORKER = os.environ.get('PYTEST_XDIST_WORKER')
+if XDIST_WORKER:
+    for _k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ[_k] = '1'
 
 ROOT = Path(__file__).resolve().parents[1]
 # `$STEANET_FIXTURES` (e.g. a git worktree elsewhere), else `../shared/fixtures` beside the project
@@ -36,3 +41,17 @@ def synth_root(tmp_path_factory):
     from steanet.synthetic import make_synthetic_dataset
     return make_synthetic_dataset(tmp_path_factory.mktemp('synth') / 'videos', n_per_class=2, val_per_class=1,
                                   test_per_class=1, frames=8, seed=3)
+
+
+# The test files that take longest (CPU seconds per file, measured 2026-12-07 on the 2-core machine), slowest first.
+# Under pytest-xdist (`make test`: `-n 2 --dist loadfile`, a file's tests on one worker) they are handed out first, so
+# the workers end together instead of one finishing a long file alone; every other file follows in its usual order.
+SLOW_FIRST = ['test_explain.py', 'test_tune.py', 'test_train.py', 'test_mlflow.py', 'test_signals.py', 'test_model.py',
+              'test_foundation.py', 'test_data.py', 'test_reliability.py', 'test_report.py', 'test_config.py',
+              'test_store.py', 'test_protocol.py', 'test_first_hour.py']
+
+
+def pytest_collection_modifyitems(config, items):
+    if not XDIST_WORKER: return
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: within a file the order is kept

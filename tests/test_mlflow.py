@@ -181,11 +181,6 @@ def _server(cmd, port: int, ready: str, env=None, timeout: float = 180):
     assert p.poll() is not None
 
 
-def _post_json(url: str, body: dict, timeout: float = 120) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})
-    with urllib.request.urlopen(req, timeout=timeout) as r: return json.loads(r.read())
-
-
 def _strict_json(text: str):
     "JSON as the standard has it: NaN / Infinity are refused (Python's json accepts them by default)."
     def bad(c): raise ValueError(f'not JSON: {c}')
@@ -200,27 +195,78 @@ def _post(url: str, body: dict, timeout: float = 300) -> tuple:
     except urllib.error.HTTPError as e: return e.code, e.read().decode()
 
 
+LARGE = 24   # the row limit of the served-model test's server, and its large batch (every row a good video)
+
+
+def _tree_cpu(pid: int) -> tuple:
+    """`(CPU seconds, command lines)` of process `pid` and every descendant alive now (user + system, with the children
+    each has waited for)."""
+    import psutil
+    total, cmds = 0.0, []
+    root = psutil.Process(pid)
+    for q in [root, *root.children(recursive=True)]:
+        try:
+            t = q.cpu_times(); total += t.user + t.system + t.children_user + t.children_system
+            cmds.append(' '.join(q.cmdline()))
+        except psutil.NoSuchProcess: pass
+    return total, cmds
+
+
+def _idle_after(pid: int, seconds: float = 3.0) -> float:
+    "CPU seconds the server's process tree spends over `seconds` of wall time with no request in flight."
+    before, _ = _tree_cpu(pid); time.sleep(seconds)
+    return _tree_cpu(pid)[0] - before
+
+
 def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtures_dir, tmp_path):
     """`steanet serve <run id> --media-root DIR` (mlflow models serve --env-manager local, 127.0.0.1, a free port): a
     real video sent as base64 and named as a path under the media root both get `steanet predict`'s probabilities;
     escapes, junk and a symlink out of the root get one-line errors in their own rows (valid JSON, no traceback, no
-    server path); a request over the row limit is refused row by row."""
+    server path); a large batch (the row limit, the three fixture videos as paths and as bytes) gets one answer per row,
+    in order, each the numbers of `steanet predict` and of `steanet eval` (one inference function, to 1e-6), and leaves
+    no decoder running and the server idle; a request of a few hundred rows (over the limit) is refused row by row
+    without decoding. One server for all of it: `steanet serve` is `mlflow models serve -m runs:/<id>/model
+    --env-manager local` (`serving.serve_command`), so this is also the MLflow-native serving check of issue 14."""
     import base64, shutil
     from steanet.testing import cli_predictions
     media = tmp_path / 'media'; media.mkdir(); video = media / 'clip.mp4'
     shutil.copy(_video(fixtures_dir), video); (media / 'out.mp4').symlink_to(_video(fixtures_dir))
-    ref = {t['class']: t['prob'] for t in cli_predictions(store['run_dir'], [video], fresh=False)[0]['top']}
+    kinds = {'clip.mp4': video}                              # the three fixture videos (H.264 MP4s, an MPEG-4 AVI)
+    for name in ('short_32frames.mp4', 'test_320x240_mpeg4.avi'):
+        kinds[name] = media / name; shutil.copy(fixtures_dir / 'videos' / name, media / name)
+    refs = {k: {t['class']: t['prob'] for t in p['top']}
+            for k, p in zip(kinds, cli_predictions(store['run_dir'], list(kinds.values()), fresh=False))}
+    from steanet.data import VideoRecord
+    from steanet.infer import eval_checkpoint
+    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(str(v), 0, 'x') for v in kinds.values()],
+                         return_predictions=True, overrides=['data.store='])   # loose files, decoded (the run read its store)
+    assert (ev['n_videos'], ev['n_bad']) == (3, 0)
+    evaluated = {Path(pr['video']).name: {t['class']: t['prob'] for t in pr['top']} for pr in ev['predictions']}
+    assert sorted(evaluated) == sorted(refs) and all(len(refs[k]) == 8 for k in refs)
+    for k, want in refs.items(): assert max(abs(evaluated[k][c] - q) for c, q in want.items()) <= 1e-6, k
+    ref = refs['clip.mp4']
     port = _free_port()
     cmd = [str(Path(sys.executable).parent / 'steanet'), 'serve', store['run_id'], '--port', str(port),
-           '--media-root', str(media), '--max-rows', '6', '--decode-timeout', '120']
-    b64 = base64.b64encode(video.read_bytes()).decode()
-    rows = [['sent.mp4', b64], ['clip.mp4', None], ['../../../etc/passwd', None], ['/etc/hostname', None],
+           '--media-root', str(media), '--max-rows', str(LARGE), '--decode-timeout', '120']
+    b64s = {k: base64.b64encode(v.read_bytes()).decode() for k, v in kinds.items()}
+    rows = [['sent.mp4', b64s['clip.mp4']], ['clip.mp4', None], ['../../../etc/passwd', None], ['/etc/hostname', None],
             ['out.mp4', None], ['junk', base64.b64encode(b'no video here' * 50).decode()]]
-    with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}):
+    # the large batch: row i is fixture video i % 3, every third row sent as bytes, the others named under the media root;
+    # each row has its own name (a link inside the root), so the answers' order is checked by name and by numbers
+    order, large = list(kinds), []
+    for i in range(LARGE):
+        kind = order[i % 3]; name = f'{i:02d}-{kind}'
+        (media / name).symlink_to(kind)
+        large.append([name, b64s[kind] if i % 3 == 2 else None])
+    with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}) as p:
         status, text = _post(f'http://127.0.0.1:{port}/invocations',
                              {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': rows}})
+        large_status, large_text = _post(f'http://127.0.0.1:{port}/invocations',
+                                         {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': large}})
+        _, left = _tree_cpu(p.pid); idle = _idle_after(p.pid)
         big_status, big = _post(f'http://127.0.0.1:{port}/invocations',
-                                {'dataframe_split': {'columns': ['video'], 'data': [['clip.mp4']] * 7}})
+                                {'dataframe_split': {'columns': ['video'], 'data': [['clip.mp4']] * 300}})
+        idle_after_big = _idle_after(p.pid)
     assert status == 200, text[:2000]
     out = _strict_json(text)['predictions']
     assert [r['video'] for r in out] == [r[0] for r in rows]
@@ -232,45 +278,19 @@ def test_steanet_serve_answers_like_predict_and_keeps_the_contract(store, fixtur
         assert r['error'] and r['prob'] is None and r['label'] == '', r
     assert out[2]['error'] == out[3]['error'] == out[4]['error']     # outside, absolute, symlink out: told apart by nothing
     assert 'Traceback' not in text and str(tmp_path) not in text and str(fixtures_dir) not in text
-    assert big_status == 200 and all('at most 6' in r['error'] for r in _strict_json(big)['predictions'])
-
-
-def test_mlflow_models_serve_answers_invocations(store, fixtures_dir):
-    """`mlflow models serve -m runs:/<id>/model --env-manager local` on a free loopback port predicts the fixture videos
-    (sent as bytes),
-    and the served model, `steanet predict` and `steanet eval` (one inference function) agree on them to 1e-6."""
-    import mlflow, pandas as pd
-    from steanet.data import VideoRecord
-    from steanet.infer import eval_checkpoint
-    videos, port = sorted(str(v) for v in (fixtures_dir / 'videos').iterdir()), _free_port()
-    assert len(videos) >= 3, videos
-    mlflow.set_tracking_uri(store['uri'])
-    from steanet.serving import video_frame
-    rows = video_frame(videos, videos)                        # the files as bytes (base64), named by their paths
-    ref = mlflow.pyfunc.load_model(f"runs:/{store['run_id']}/model").predict(rows)
-    cmd = [str(Path(sys.executable).parent / 'mlflow'), 'models', 'serve', '-m', f"runs:/{store['run_id']}/model",
-           '--env-manager', 'local', '--host', '127.0.0.1', '--port', str(port), '--workers', '1']
-    with _server(cmd, port, '/ping', env={'MLFLOW_TRACKING_URI': store['uri']}) as p:
-        out = _post_json(f'http://127.0.0.1:{port}/invocations',
-                         {'dataframe_split': {'columns': ['video', 'video_b64'], 'data': rows.values.tolist()}})
-    served = {}
-    for row, (_, r) in zip(out['predictions'], ref.iterrows()):
-        assert row['error'] == '' and row['label'] == r['label']
-        probs = {k: v for k, v in row.items() if k.startswith('prob_')}
-        assert len(probs) == 8 and abs(sum(probs.values()) - 1) <= 1e-5
-        assert max(abs(v - r[k]) for k, v in probs.items()) <= 1e-6
-        served[row['video']] = {k[len('prob_'):]: v for k, v in probs.items()}
-    assert sorted(served) == videos
-    rc, txt, err = _main(['predict', '--json', '--no-mlflow', '--topk', '8', '--checkpoint', store['run_dir'], *videos])
-    assert rc == 0, err
-    predicted = {p['video']: _probs(p) for p in json.loads(txt.strip().splitlines()[-1])['predictions']}
-    ev = eval_checkpoint(store['run_dir'], records=[VideoRecord(v, 0, 'x') for v in videos], return_predictions=True,
-                         overrides=['data.store='])   # loose files, decoded (the run read its prepared store)
-    assert (ev['n_videos'], ev['n_bad']) == (len(videos), 0)
-    evaluated = {p['video']: {t['class']: t['prob'] for t in p['top']} for p in ev['predictions']}
-    for v in videos:
-        for c, q in served[v].items():
-            assert abs(predicted[v][c] - q) <= 1e-6 and abs(evaluated[v][c] - q) <= 1e-6, (v, c)
+    assert large_status == 200, large_text[:2000]
+    got = _strict_json(large_text)['predictions']
+    assert [r['video'] for r in got] == [r[0] for r in large]              # one answer per row, in the rows' order
+    for r in got:
+        want = refs[r['video'].split('-', 1)[1]]
+        assert r['error'] == '' and r['label'] == max(want, key=want.get), r
+        assert abs(sum(r[f'prob_{k}'] for k in want) - 1) <= 1e-5
+        assert max(abs(r[f'prob_{k}'] - q) for k, q in want.items()) <= 1e-6, r['video']
+    assert not [c for c in left if '_check_worker' in c], left            # the request's decoder worker is gone
+    assert idle < 1.0 and idle_after_big < 1.0, (idle, idle_after_big)     # CPU seconds over 3 s: nothing left burning
+    assert big_status == 200
+    refused = _strict_json(big)['predictions']
+    assert len(refused) == 300 and all(f'at most {LARGE}' in r['error'] and r['prob'] is None for r in refused)
 
 
 def test_optuna_dashboard_shows_a_study_of_steanet_tune(tmp_path, monkeypatch):
