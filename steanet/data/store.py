@@ -207,7 +207,7 @@ class StoreReader(_Reader):
         if self.format == 'raw':
             f = self.vdir / 'frames.u8'; want = self.stored * self.height * self.width * 3
             if f.stat().st_size != want: raise ValueError(f'frames.u8 holds {f.stat().st_size} bytes, its meta says {want}')
-            self.arr = np.memmap(f, np.uint8, 'r', shape=(self.stored, self.height, self.width, 3))
+            self.fd = os.open(f, os.O_RDONLY)
         elif self.format == 'h264':
             from steanet.data.video import PyAVReader
             self.video = PyAVReader(self.vdir / 'frames.mp4')
@@ -235,11 +235,20 @@ class StoreReader(_Reader):
             raise DecodeError(self.path, f'frame index out of range 0..{self.num_frames - 1}: {idx.min()}..{idx.max()}')
         self.missing = int((idx >= self.stored).sum()) or (1 if self.meta.get('partial') else 0)
         idx = np.minimum(idx, self.stored - 1)           # a partial source: its missing tail repeats the last frame
-        if self.format == 'raw': return np.array(self.arr[idx])
-        try: return self.video.get(idx) if self.format == 'h264' else self._jpeg(idx)
+        try:
+            if self.format == 'raw': return self._raw(idx)
+            return self.video.get(idx) if self.format == 'h264' else self._jpeg(idx)
         except Exception as e:
             raise DecodeError(self.path, f'prepared frames damaged in {self.vdir} ({type(e).__name__}: {str(e)[:100]}); '
                                          f'check it with `steanet check-data --store {self.vdir.parent.parent}`') from None
+
+    def _raw(self, idx) -> np.ndarray:
+        "The frames read straight into the array returned (one `pread` per distinct frame: no map, no second copy)."
+        uniq, inv = np.unique(idx, return_inverse=True)
+        out = np.empty((len(uniq), self.height, self.width, 3), np.uint8); n = out[0].nbytes
+        for j, i in enumerate(uniq.tolist()):
+            if os.preadv(self.fd, [out[j]], i * n) != n: raise ValueError(f'frames.u8 ends before frame {i}')
+        return out if len(uniq) == len(idx) and np.array_equal(uniq, idx) else out[inv.reshape(-1)]
 
     def _jpeg(self, idx) -> np.ndarray:
         import torch
@@ -255,7 +264,6 @@ class StoreReader(_Reader):
     def close(self):
         if getattr(self, 'fd', None) is not None: os.close(self.fd); self.fd = None
         if getattr(self, 'video', None) is not None: self.video.close(); self.video = None
-        self.arr = None
 
 # %% ../../nbs/03g_store.ipynb #a1b20015
 def _rebuild_hint(out: Path) -> str:
