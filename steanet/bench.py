@@ -455,17 +455,18 @@ def bench_store_table(r: dict) -> str:
 # %% ../nbs/08_bench.ipynb #e5b65bda
 DATASET_HOURS = {'ve8': 1100 * 107 / 3600, 'ek6': 1637 * 107 / 3600}   # source hours (Ek-6: VE-8's mean length assumed)
 
-def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 90), ('jpeg', 256, None, 75), ('jpeg', 256, 10.0, 90),
-                                            ('jpeg', 224, None, 90), ('raw', 256, None, None), ('h264', 256, None, None),
-                                            ('h264', 256, 10.0, None)),
+def bench_prepare(videos=None, *, settings=(('jpeg', 256, None, 85), ('jpeg', 256, None, 90), ('jpeg', 256, None, 75),
+                                            ('jpeg', 256, 10.0, 85), ('jpeg', 224, None, 85), ('raw', 256, None, None),
+                                            ('h264', 256, None, None), ('h264', 256, 10.0, None)),
                   workers: int = 1, cores: int = 16, progress: bool = True) -> dict:
     "Preparation rate and store size per (format, short side, fps, JPEG quality) setting on `videos` (default: the long set)."
     import shutil, tempfile
     from steanet.data import prepare_data
+    from steanet.data.store import JPEG_QUALITY
     videos = [Path(v) for v in (videos or long_bench_videos())]
     recs = [VideoRecord(str(p), 0, 'x') for p in videos]; rows = []
     for fmt, side, fps, *q in settings:
-        q = (q[0] if q else None) or 90
+        q = (q[0] if q else None) or JPEG_QUALITY
         d = Path(tempfile.mkdtemp(prefix='steanet-bench-prep-'))
         try:
             if progress: print(f'bench prepare: {fmt} q{q} short side {side} fps {fps or "all"} ...', file=sys.stderr, flush=True)

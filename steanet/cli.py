@@ -587,7 +587,7 @@ def prepare_data_parser() -> Parser:
     p.add_argument('--format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
                    help='auto (raw uint8 when the store is at most 2 GiB, else JPEG) | jpeg | raw (lossless) | h264 '
                         '(short-GOP H.264 at the stored size, decoded on the fly: the smallest)')
-    p.add_argument('--quality', type=int, default=90, help='JPEG quality (default 90)')
+    p.add_argument('--quality', type=int, default=None, help='JPEG quality (default 85; a store that exists keeps its own)')
     p.add_argument('--timeout', type=at_least(0, float, strict=True), default=600.0,
                    help='seconds one video may take before its worker is killed and the video listed as bad (default 600)')
     p.add_argument('--rebuild-index', action='store_true',
@@ -647,7 +647,8 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--store-format', default='auto', choices=['auto', 'jpeg', 'raw', 'h264'],
                    help='with --store and no --config: the format the fixture videos are prepared in (default auto)')
     p.add_argument('--prepare', action='store_true', help='time preparation instead: source seconds per second per worker '
-                   'and GB per source hour (jpeg/raw, short side 256, every frame and --fps 10) on the long 640x360 set, '
+                   'and GB per source hour (jpeg/raw/h264, short side 256, every frame and --fps 10) on the long 640x360 set '
+                   '(or on the videos of --fixtures DIR when given), '
                    'with VE-8 / Ek-6 extrapolated to 16 cores (the last --workers value, at least 1)')
     return p
 
@@ -682,7 +683,8 @@ def bench_cmd(a) -> Outcome:
                               compile=a.compile, max_batch=a.max_batch)
         return Outcome(r, bench.bench_model_table(r))
     if a.prepare:
-        r = bench.bench_prepare(bench.long_bench_videos(a.long_videos, a.long_seconds),
+        vids = bench._bench_sets(a.fixtures, ('fixtures',), 1, 1.0)['fixtures'] if a.fixtures else None
+        r = bench.bench_prepare(vids or bench.long_bench_videos(a.long_videos, a.long_seconds),
                                 workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
         return Outcome(r, bench.bench_prepare_table(r))
     if a.store:

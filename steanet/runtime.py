@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_runtime.ipynb #d09f5515
 from __future__ import annotations
-import functools, hashlib, io, math, os, random, re, signal, sys, threading, warnings
+import copy, functools, hashlib, io, math, os, random, re, signal, sys, threading, warnings
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +18,8 @@ from .checkpoint import CheckpointError
 # %% auto #0
 __all__ = ['dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all', 'set_deterministic',
            'SeededItems', 'EpochBatches', 'epoch_batches', 'collate_items', 'prefetch_batches', 'kill_loader_workers',
-           'make_loader', 'GracefulStop', 'rng_state', 'set_rng_state', 'save_resume_state', 'load_resume_state']
+           'FinishedBatches', 'make_loader', 'GracefulStop', 'rng_state', 'set_rng_state', 'save_resume_state',
+           'load_resume_state']
 
 # %% ../nbs/04b_runtime.ipynb #013c94db
 def dist_info() -> tuple:
@@ -160,10 +161,32 @@ def _kill_workers_at_exit() -> None:
     "Register `kill_loader_workers` at exit, once per process (the first loader with workers does it)."
     import atexit; atexit.register(kill_loader_workers)
 
+class FinishedBatches:
+    """The loader of a dataset that leaves per-batch work to it (`ds.deferred()` -> (copy, finish); `VideoDataset`:
+    uint8 clips, normalised once per batch): iterating gives each batch `finish(batch, device)`; all else is the
+    DataLoader's (`.loader`)."""
+    def __init__(self, loader, finish, device): self.loader, self.finish, self.device = loader, finish, device
+    def __iter__(self): return (self.finish(b, self.device) for b in self.loader)
+    def __len__(self): return len(self.loader)
+    def __getattr__(self, name):
+        if name in ('loader', 'finish', 'device'): raise AttributeError(name)
+        return getattr(self.loader, name)
+
+def _deferred(ds) -> tuple:
+    "(the dataset the loader reads, finish or None): a dataset with `deferred()`, also inside `SeededItems`, gives its copy."
+    inner = ds.ds if isinstance(ds, SeededItems) else ds
+    if not callable(getattr(inner, 'deferred', None)): return ds, None
+    d, finish = inner.deferred()
+    if inner is ds: return d, finish
+    w = copy.copy(ds); w.ds = d                         # (EpochBatches' indices carry their epoch: `w.epoch` is not read)
+    return w, finish
+
 def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, device=None, persistent: bool = False):
     """The one loader factory (training, evaluation, `bench data`): a DataLoader over explicit index batches (training:
     an `EpochBatches`; evaluation: this rank's share) or in order; items collated by `collate_items`; pinned memory on
-    CUDA (the loop copies with `non_blocking=True`); `persistent`: the workers live as long as the loader."""
+    CUDA (the loop copies with `non_blocking=True`); `persistent`: the workers live as long as the loader. A dataset
+    with `deferred()` (`VideoDataset`) is read as its uint8 copy and each batch finished on `device` (`FinishedBatches`)."""
+    ds, finish = _deferred(ds)
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
               persistent_workers=persistent and num_workers > 0, collate_fn=collate_items)
     if num_workers > 0:
@@ -172,8 +195,9 @@ def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, dev
         kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
                                                  not isinstance(batches, EpochBatches) else batch_size)
         kw['worker_init_fn'] = _workers_ignore_stops
-    if batches is not None: return torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
+    if batches is not None: dl = torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
+    else: dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
+    return FinishedBatches(dl, finish, torch.device(device if device is not None else 'cpu')) if finish else dl
 
 # %% ../nbs/04b_runtime.ipynb #1eb57d6b
 class GracefulStop:

@@ -109,6 +109,7 @@ def _rrc_params(h, w, scale, ratio, rng):
 class ClipTransform:
     """uint8 (T, H, W, C) clip -> list of (C, T, H, W) views: float normalised with `mean`/`std`, or uint8 (`normalize=False`).
     `short_side`: the resize before cropping (default: the role's, `test_short_side` for `train=False`)."""
+    thwc = False        # uint8 views as (T, H, W, C), the crops' own memory order: no copy (what `VideoDataset.deferred` items hold)
     def __init__(self, data_cfg: DataConfig, train: bool, *, mean=None, std=None, normalize: bool = True,
                  short_side: Optional[int] = None):
         if normalize and (mean is None or std is None):
@@ -148,6 +149,7 @@ class ClipTransform:
         x = rearrange(x, 't h w c -> t c h w')
         out = []
         for c in self.crops(x, rng if rng is not None else np.random.default_rng()):
+            if self.thwc and not self.normalize: out.append(rearrange(c, 't c h w -> t h w c').contiguous()); continue
             c = rearrange(c, 't c h w -> c t h w')
             out.append(normalize_video(c, self.mean, self.std) if self.normalize else c.contiguous())
         return out

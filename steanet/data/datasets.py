@@ -4,17 +4,18 @@
 
 # %% ../../nbs/03d_datasets.ipynb #8b75d3e8
 from __future__ import annotations
-import logging
+import copy, logging
 from typing import Optional, Union
 
 import numpy as np
+from einops import rearrange
 # torch is imported inside the functions that use it (this package stays light to import)
 
 from ..config import DataConfig, ExperimentConfig
 from .records import DataError, _subset_key, load_records
 from .video import DecodeError, open_video
 from .store import sample_views, store_for
-from .clips import ClipTransform, role_num_clips, role_short_side, sample_indices
+from .clips import ClipTransform, normalize_video, role_num_clips, role_short_side, sample_indices
 
 log = logging.getLogger('steanet.data')
 
@@ -44,6 +45,35 @@ class VideoDataset:
 
     @property
     def num_views(self) -> int: return 1 if self.train else self.num_clips * self.dc.test_crops
+
+    def deferred(self):
+        """(a shallow copy of this dataset whose items carry uint8 `(..., T, H, W, C)` video, `finish_batch`): what
+        `make_loader` reads. Workers then neither transpose nor convert (the crops stay in their memory order, a batch is
+        one copy) and move 4x fewer bytes; each batch is transposed and normalised once, where it lands (its device)."""
+        d = copy.copy(self); d.transform = copy.copy(self.transform); d.transform.normalize, d.transform.thwc = False, True
+        return d, self.finish_batch
+
+    def finish_batch(self, batch: dict, device=None) -> dict:
+        "A collated batch of `deferred` items: its uint8 `video` moved to `device` (non-blocking), as `(..., C, T, H, W)`, normalised."
+        import torch
+        v = batch.get('video') if isinstance(batch, dict) else None
+        if v is None or v.dtype != torch.uint8: return batch
+        dev = torch.device(device or 'cpu')
+        if dev.type == 'cpu' and v.shape[-1] == len(self.mean):   # a lookup per channel: one pass instead of five
+            x, lut = v.numpy(), self._lut()
+            out = np.empty((*x.shape[:-4], x.shape[-1], *x.shape[-4:-1]), np.float32)
+            for ch in range(x.shape[-1]): out[..., ch, :, :, :] = lut[ch][x[..., ch]]
+            batch['video'] = torch.from_numpy(out)
+        else: batch['video'] = normalize_video(rearrange(v.to(dev, non_blocking=True), '... t h w c -> ... c t h w'), self.mean, self.std)
+        return batch
+
+    def _lut(self) -> np.ndarray:
+        "(C, 256) float32: `normalize_video` of every uint8 value per channel, so a lookup gives the very same floats."
+        import torch
+        if getattr(self, '_lut_cache', None) is None:
+            v = torch.arange(256, dtype=torch.uint8).expand(len(self.mean), 1, 1, 256)
+            self._lut_cache = normalize_video(v, self.mean, self.std).reshape(len(self.mean), 256).numpy()
+        return self._lut_cache
 
     def _rng(self, index):
         import torch

@@ -11,7 +11,7 @@ from typing import Optional
 from ..config import DataConfig, ExperimentConfig, atomic_write
 from .records import DataError, NoSplitError, _resolve, has_subset, load_records
 from .video import _target_size
-from .store import (H264_RATIO, JPEG_RATIO, RAW_AUTO_LIMIT, STORE_FORMATS, STORE_VERSION, _norm, file_sha256,
+from .store import (H264_RATIO, JPEG_QUALITY, JPEG_RATIO, RAW_AUTO_LIMIT, STORE_FORMATS, STORE_VERSION, _norm, file_sha256,
                                 human_bytes, load_manifest, probe_source, source_key)
 
 # %% auto #0
@@ -216,11 +216,14 @@ def _store_options(cfg, paths, fmt, short_side, fps, quality, out: Path, heads) 
         dc = cfg.data if cfg is not None else DataConfig()
         short_side = max(dc.short_side, getattr(dc, 'test_short_side', None) or 0) or 256
     if fps is not None and fps <= 0: raise DataError(f'--fps must be > 0, got {fps}')
+    m = out / 'store.json'
+    try: old = json.loads(m.read_text()) if m.is_file() else {}
+    except ValueError: old = {}
+    old = old if isinstance(old, dict) else {}
+    if quality is None: quality = old.get('quality') or JPEG_QUALITY   # an existing store keeps its own (stores of q90 grow on)
     if not 1 <= int(quality) <= 100: raise DataError(f'--quality must be in 1..100 (JPEG), got {quality}')
     if fmt == 'auto':
-        m = out / 'store.json'
-        try: fmt = json.loads(m.read_text())['format'] if m.is_file() else None
-        except (ValueError, KeyError, TypeError): fmt = None
+        fmt = old.get('format') if isinstance(old.get('format'), str) else None
         fmt = fmt or ('raw' if estimate_bytes(paths, 'raw', short_side, fps, heads) <= RAW_AUTO_LIMIT else 'jpeg')
     return dict(format=fmt, short_side=int(short_side), fps=fps, quality=int(quality) if fmt == 'jpeg' else None)
 
@@ -305,7 +308,7 @@ def _duration(s: float) -> str:
     return f'{s:.0f} s' if s < 120 else f'{s / 60:.0f} min' if s < 7200 else f'{s / 3600:.1f} h'
 
 def prepare_data(cfg: Optional[ExperimentConfig] = None, out=None, *, records=None, workers: int = 2,
-                 short_side: Optional[int] = None, fps: Optional[float] = None, format: str = 'auto', quality: int = 90,
+                 short_side: Optional[int] = None, fps: Optional[float] = None, format: str = 'auto', quality: Optional[int] = None,
                  timeout: Optional[float] = 600.0, rebuild_index: bool = False, progress: bool = True, say=None) -> dict:
     """Decode every video of `cfg` (its train, val and test lists) or `records` once into the store `out`; a summary
     dict. Incremental (content-addressed: an unchanged source is not prepared again), resumable, atomic per video,
