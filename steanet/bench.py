@@ -18,9 +18,9 @@ from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find
 log = logging.getLogger('steanet.bench')
 
 # %% auto #0
-__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'bench_variant',
-           'largest_batch', 'max_batch_cuda', 'BenchError', 'bench_device', 'check_counts', 'bench_model',
-           'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
+__all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'recompute_label',
+           'bench_variant', 'largest_batch', 'max_batch_cuda', 'BenchError', 'bench_device', 'check_counts',
+           'bench_model', 'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
            'bench_store_table', 'bench_prepare', 'bench_prepare_table', 'report_store', 'bench_report',
            'bench_report_table']
 
@@ -88,6 +88,16 @@ def _saved_for_backward(model, x, y, ctx) -> dict:
     del loss
     return dict(total=c.total, by_part=c.by_part())
 
+def _recompute_overrides(recompute: Optional[str], mlp_share: Optional[float]) -> dict:
+    "The `build_model` keywords of `--recompute` / `--mlp-share` (None: the config's)."
+    return {k: v for k, v in dict(recompute=recompute, recompute_mlp_share=mlp_share).items() if v is not None}
+
+def recompute_label(model) -> str:
+    "What the model's blocks recompute: `off`, `cheap`, `mlp`, or `mlp k/L` when only k of its L blocks recompute the MLP."
+    levels = [getattr(b, 'recompute', 'off') for b in model.visual.transformer.resblocks]
+    k = levels.count('mlp')
+    return f'mlp {k}/{len(levels)}' if 0 < k < len(levels) else levels[0]
+
 def _timed(fn, steps: int, device, cpu: Optional[list] = None) -> list:
     "Wall seconds of `steps` calls (and, into `cpu`, this process's CPU seconds of each: what other jobs do not inflate)."
     _sync(device); ts = []
@@ -98,14 +108,15 @@ def _timed(fn, steps: int, device, cpu: Optional[list] = None) -> list:
 
 def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                   num_classes=8, steps=3, warmup=1, device='cpu', amp: str = 'off', grad_checkpointing=False,
-                  fast_attention=True, recompute: Optional[str] = None, compile: bool = False) -> dict:
+                  fast_attention=True, recompute: Optional[str] = None, compile: bool = False,
+                  mlp_share: Optional[float] = None) -> dict:
     "Time one variant's training step and inference; returns clips/s, step times, peak memory, FLOPs, saved bytes."
     from steanet.model import build_model, count_parameters
     device = torch.device(device)
     _release_memory()
     base = torch.cuda.memory_allocated(device) if device.type == 'cuda' else _RssPeak.rss()
     torch.manual_seed(0)
-    extra = {} if recompute is None else dict(recompute=recompute)
+    extra = _recompute_overrides(recompute, mlp_share)
     model = build_model(backbone=backbone, pretrained=pretrained, allow_random_backbone=True, num_classes=num_classes,
                         num_frames=frames, variant=variant, image_size=image_size, dropout=0.,
                         grad_checkpointing=grad_checkpointing, fast_attention=fast_attention, **extra).to(device)
@@ -155,7 +166,7 @@ def bench_variant(variant: str, *, backbone='ViT-B-16', pretrained=None, frames=
                train_steps_s=ts, train_cpu_s=statistics.median(cpu), peak_mem_mb=peak_bytes / 2 ** 20, tunable_params=c['tunable'], total_params=c['total'],
                train_flops=train_flops, infer_flops=infer_flops,
                train_flops_per_s=train_flops / tr, infer_flops_per_s=infer_flops / inf,
-               recompute=getattr(model.visual.transformer.resblocks[0], 'recompute', 'off'),
+               recompute=recompute_label(model),
                saved_bytes_per_clip=saved['total'] / batch,
                saved_by_part=({k: v / batch for k, v in saved['by_part'].items()}))
     del model, run, opt, x, params
@@ -175,11 +186,12 @@ def largest_batch(fits, start: int = 1, limit: int = 4096) -> int:
     return lo
 
 def max_batch_cuda(variant: str, *, backbone='ViT-B-16', frames=16, image_size=None, device='cuda', amp='bf16',
-                   recompute: Optional[str] = None, limit: int = 4096) -> int:
+                   recompute: Optional[str] = None, limit: int = 4096,
+                   mlp_share: Optional[float] = None) -> int:
     "The largest batch of `variant` whose training step fits in the CUDA device's memory."
     from steanet.model import build_model
     device = torch.device(device)
-    extra = {} if recompute is None else dict(recompute=recompute)
+    extra = _recompute_overrides(recompute, mlp_share)
     model = build_model(backbone=backbone, pretrained=None, allow_random_backbone=True, num_classes=8, num_frames=frames,
                         variant=variant, image_size=image_size, dropout=0., **extra).to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -233,7 +245,7 @@ def _model_gemm_shapes(backbone: str, image_size, frames: int, batch: int) -> li
 def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_size=None,
                 variants: Sequence[str] = ('official', 'steanet'), steps: Optional[int] = None,
                 warmup: Optional[int] = None, device='auto', amp='off', grad_checkpointing=False,
-                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False,
+                threads: Optional[int] = None, recompute: Optional[str] = None, compile: bool = False, mlp_share: Optional[float] = None,
                 max_batch: bool = False) -> dict:
     "Benchmark `variants` (default official vs steanet); the dict `steanet bench model --json` prints."
     from steanet.model import VARIANTS
@@ -248,6 +260,7 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     from steanet.lean import RECOMPUTE
     if recompute is not None and recompute not in RECOMPUTE:
         raise BenchError(f'--recompute {recompute!r}: one of {", ".join(RECOMPUTE)}')
+    if mlp_share is not None and not 0 <= mlp_share <= 1: raise BenchError(f'--mlp-share {mlp_share}: a share in [0, 1]')
     if threads: torch.set_num_threads(threads)
     dt = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp, torch.float32)
     ref = gemm_peak(dev, dt, shapes=_model_gemm_shapes(backbone, image_size, frames, batch))
@@ -255,16 +268,16 @@ def bench_model(backbone='ViT-B-16', pretrained=None, frames=8, batch=1, image_s
     res = dict(device=(torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'),
                backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size, amp=amp,
                grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, torch=torch.__version__,
-               gemm_flops_per_s=gemm, gemm_reference=ref, recompute=recompute, compile=compile, variants={})
+               gemm_flops_per_s=gemm, gemm_reference=ref, recompute=recompute, mlp_share=mlp_share, compile=compile, variants={})
     for v in variants:
         r = bench_variant(v, backbone=backbone, pretrained=pretrained, frames=frames, batch=batch, image_size=image_size,
                           steps=steps, warmup=warmup, device=dev, amp=amp, grad_checkpointing=grad_checkpointing,
-                          recompute=recompute, compile=compile)
+                          recompute=recompute, compile=compile, mlp_share=mlp_share)
         r['train_gemm_fraction'] = r['train_flops_per_s'] / gemm
         r['train_vs_gemm_bound'] = r['train_step_s'] / (r['train_flops'] / gemm)   # >= 1: x slower than GEMM speed
         r['infer_gemm_fraction'] = r['infer_flops_per_s'] / gemm
         if max_batch: r['max_batch'] = max_batch_cuda(v, backbone=backbone, frames=frames, image_size=image_size,
-                                                      device=dev, amp=amp, recompute=recompute)
+                                                      device=dev, amp=amp, recompute=recompute, mlp_share=mlp_share)
         res['variants'][v] = r
     if {'official', 'steanet'} <= set(res['variants']):
         o, s = res['variants']['official'], res['variants']['steanet']
@@ -283,10 +296,10 @@ def bench_model_table(r: dict) -> str:
     out = [f"{r['backbone']}, {r['frames']} frames, batch {r['batch']}, {r['device']}, amp {r['amp']}; GEMM reference "
            f"{r['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({g.get('shape', '?')}, {g.get('dtype', '?')}"
            + (f", {g['threads']} threads)" if g.get('threads') else ')'),
-           f"{'variant':<13}{'recompute':>10}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>9}{'saved MB/clip':>14}"
+           f"{'variant':<13}{'recompute':>11}{'train clip/s':>13}{'infer clip/s':>13}{'peak MB':>9}{'saved MB/clip':>14}"
            f"{'tunable':>12}{'train GFLOP':>12}{'train %gemm':>12}{'x gemm bound':>13}"]
     for v, s in r['variants'].items():
-        out.append(f"{v:<13}{s.get('recompute', 'off'):>10}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}"
+        out.append(f"{v:<13}{s.get('recompute', 'off'):>11}{s['train_clips_per_s']:>13.3f}{s['infer_clips_per_s']:>13.3f}"
                    f"{s['peak_mem_mb']:>9.0f}{s['saved_bytes_per_clip'] / 2 ** 20:>14.0f}{s['tunable_params']:>12,}"
                    f"{s['train_flops'] / 1e9:>12.1f}{100 * s['train_gemm_fraction']:>11.1f}%{s['train_vs_gemm_bound']:>12.2f}x")
     if 'steanet_vs_official' in r:

@@ -619,6 +619,8 @@ def _bench_model_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--recompute', default=None, choices=['off', 'cheap', 'mlp'],
                    help="backbone.recompute of the steanet/aim variants (default: the config's); official is always plain")
+    p.add_argument('--mlp-share', type=float, default=None,
+                   help="backbone.recompute_mlp_share: with recompute mlp, the share of blocks that recompute the MLP's hidden layer (default: the config's)")
     p.add_argument('--compile', action='store_true', help='torch.compile the model for the timed steps')
     p.add_argument('--max-batch', action='store_true', help='CUDA: also search the largest batch that trains per variant')
     return p
@@ -679,7 +681,7 @@ def bench_cmd(a) -> Outcome:
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],
                               steps=a.steps, warmup=a.warmup, device=a.device, amp=a.amp,
-                              grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute,
+                              grad_checkpointing=a.grad_checkpointing, threads=a.threads, recompute=a.recompute, mlp_share=a.mlp_share,
                               compile=a.compile, max_batch=a.max_batch)
         return Outcome(r, bench.bench_model_table(r))
     if a.prepare:

@@ -135,6 +135,7 @@ class BackboneConfig:
     grad_checkpointing: bool = False                    # activation checkpointing per block (memory for compute)
     fast_attention: bool = True                         # F.scaled_dot_product_attention on the frozen qkv weights (steanet/aim)
     recompute: str = checked('mlp', ('off', 'cheap', 'mlp'))  # what a steanet/aim training step keeps for backward (steanet.lean): off = plain autograd | cheap = norms, GELUs, convs and attention outputs recomputed (no GEMM) | mlp = also the frozen MLP's hidden layer (one extra GEMM a block); same numbers (< 1e-5), official untouched
+    recompute_mlp_share: float = checked(0.67, '[0, 1]')  # recompute=mlp: the share of blocks (the first ones) whose MLP hidden layer the backward recomputes; the others keep it (cheap): less of it, faster, more memory
     quick_gelu: Optional[bool] = None                   # MLP activation: None follows the weights (OpenAI CLIP: QuickGELU); True/False forces it
 
 @dataclass

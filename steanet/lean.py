@@ -96,6 +96,12 @@ def _autocast(state):
 
 def _none(*ts): return tuple(None for _ in ts)
 
+def _act_grad(act: nn.Module, h, g):
+    "`g * act'(h)`: for GELU the derivative kernel alone (autograd's own), no forward of the activation to differentiate."
+    if isinstance(act, nn.GELU): return torch.ops.aten.gelu_backward(g.to(h.dtype), h, approximate=act.approximate)
+    hd = h.detach().requires_grad_()
+    with torch.enable_grad(): return torch.autograd.grad(activation(act, hd), hd, g)[0]
+
 # %% ../nbs/02b_lean.ipynb #b2240486
 class NormFc1(torch.autograd.Function):
     """`y = LN(x)` (frozen) and an adapter's `z = fc1(y[:, start:])`: saves `x` only; the backward recomputes `y`
@@ -229,8 +235,7 @@ class FrozenMLP(torch.autograd.Function):
             xd = x.detach().requires_grad_()
             xn = norm(xd, lw, lb, ctx.eps)
             h = h[0] if h else F.linear(xn.detach(), wfc, bfc)
-            hd = h.detach().requires_grad_()
-            gh, = torch.autograd.grad(activation(ctx.act, hd), hd, gm @ wpr.to(gm.dtype))
+            gh = _act_grad(ctx.act, h.detach(), gm @ wpr.to(gm.dtype))
             gxn = gh @ wfc.to(gh.dtype)
             gw1 = gb1 = None
             if w1 is not None:

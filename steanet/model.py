@@ -430,7 +430,7 @@ class STEANet(nn.Module):
     def __init__(self, visual: VisionTransformer, *, num_classes: int, num_frames: int,
                  adapters: Optional[AdapterConfig] = None, drop_path_rate: float = 0., dropout: float = 0.,
                  fast_attention: bool = True, grad_checkpointing: bool = False, train_ln_post: bool = True,
-                 meta: Optional[dict] = None, recompute: str = 'off'):
+                 meta: Optional[dict] = None, recompute: str = 'off', recompute_mlp_share: float = 1.0):
         super().__init__()
         a = copy.deepcopy(adapters or AdapterConfig())
         if a.variant not in VARIANTS: raise ValueError(f'unknown variant {a.variant!r}; variants: {VARIANTS}')
@@ -449,12 +449,15 @@ class STEANet(nn.Module):
         self.train_ln_post = train_ln_post and a.variant != 'linear_probe'
         self.grad_checkpointing = grad_checkpointing
         L = len(visual.transformer.resblocks)
+        if not 0 <= recompute_mlp_share <= 1: raise ValueError(f'backbone.recompute_mlp_share={recompute_mlp_share}: a share in [0, 1]')
+        n_mlp = round(recompute_mlp_share * L)           # recompute=mlp: the first n_mlp blocks recompute the MLP's hidden
+        level = lambda i: 'cheap' if recompute == 'mlp' and i >= n_mlp else recompute
         if a.variant == 'official':   # the release's [x.item() for x in torch.linspace(0, rate, L)] (float32 values)
             rates = torch.linspace(0, drop_path_rate, L).tolist()
         else: rates = [drop_path_rate * i / max(L - 1, 1) for i in range(L)]
         visual.transformer.resblocks = nn.ModuleList(
             STEABlock(b, heads=self.heads, variant=a.variant, adapters=a, drop_path=r, fast_attention=fast_attention,
-                      last=i == L - 1, recompute=recompute)
+                      last=i == L - 1, recompute=level(i))
             for i, (b, r) in enumerate(zip(visual.transformer.resblocks, rates)))
         use_te = a.temporal_embedding and a.variant != 'linear_probe'
         self.temporal_embedding = TemporalEmbedding(num_frames, self.width) if use_te else None
@@ -624,7 +627,7 @@ def build_model(cfg: Optional[ExperimentConfig] = None, *, num_classes: Optional
     model = STEANet(visual, num_classes=int(k), num_frames=cfg.data.num_frames, adapters=cfg.adapters,
                     drop_path_rate=b.drop_path_rate, dropout=cfg.train.dropout, fast_attention=b.fast_attention,
                     grad_checkpointing=b.grad_checkpointing, train_ln_post=b.train_ln_post, meta=info,
-                    recompute=b.recompute)
+                    recompute=b.recompute, recompute_mlp_share=b.recompute_mlp_share)
     return mark_trainable(model)
 
 # %% ../nbs/02_model.ipynb #7ba6d67c

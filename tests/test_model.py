@@ -273,7 +273,7 @@ def test_bench_model_cli_json():
     c = r['steanet_vs_official']
     assert c['saved_bytes_ratio'] == r['variants']['steanet']['saved_bytes_per_clip'] / r['variants']['official']['saved_bytes_per_clip']
     assert c['saved_bytes_ratio'] < 0.6                            # the default recompute keeps less than the release
-    assert r['variants']['official']['recompute'] == 'off' and r['variants']['steanet']['recompute'] == 'mlp'
+    assert r['variants']['official']['recompute'] == 'off' and r['variants']['steanet']['recompute'] == 'mlp 3/4'  # share 0.67 of 4 blocks
     assert r['gemm_reference']['flops_per_s'] == r['gemm_flops_per_s'] and r['gemm_reference']['threads'] >= 1
     assert all(v['train_vs_gemm_bound'] > 0 for v in r['variants'].values())
 
@@ -284,6 +284,9 @@ def test_bench_model_recompute_off_keeps_what_plain_autograd_keeps():
     s, o = r['variants']['steanet'], r['variants']['official']
     assert s['recompute'] == 'off' and 0.9 < r['steanet_vs_official']['saved_bytes_ratio'] < 1.1
     assert s['saved_by_part'].get('mlp', 0) > 0 and o['saved_by_part']['mlp'] > 0
+    h = bench_model(backbone='steanet-tiny', image_size=56, frames=2, steps=1, warmup=0, device='cpu', variants=('steanet',),
+                    recompute='mlp', mlp_share=0.5)['variants']['steanet']
+    assert h['recompute'] == 'mlp 2/4' and h['saved_bytes_per_clip'] < s['saved_bytes_per_clip']
 
 
 def test_bench_cli_dispatch(capsys):
