@@ -438,7 +438,7 @@ def explain_parser() -> Parser:
                    help='also measure the deletion/insertion curves (slow: about 2 x steps x (random + 1) forwards per method)')
     p.add_argument('--no-faithfulness', action='store_true', help='skip the deletion/insertion curves (the default)')
     p.add_argument('--sanity', nargs='?', const=8, type=at_least(1), metavar='N',
-                   help='cascading randomisation sanity check of every method on the first N clips (default N: 8); '
+                   help='cascading randomisation sanity check of every method on N clips spread evenly over the set (default N: 8); '
                         'a method passes when full randomisation brings Spearman(|map|) below 0.5')
     p.add_argument('--adapters', action='store_true',
                    help='per-adapter attribution (exact output ablation of every S, T, MLP, TEA, SEA adapter) and the '

@@ -26,9 +26,9 @@ from .explain_adapters import *
 from .explain_figures import *
 
 # %% auto #0
-__all__ = ['predicted', 'evaluate_attributions', 'summary_table', 'markdown_table', 'json_summary', 'load_explain_model',
-           'clip_items', 'video_records', 'ClipWriter', 'summary_metrics', 'summary_rows', 'clips_csv', 'write_results',
-           'log_explanation', 'explain_run']
+__all__ = ['predicted', 'sanity_picks', 'evaluate_attributions', 'summary_table', 'markdown_table', 'json_summary',
+           'load_explain_model', 'clip_items', 'video_records', 'ClipWriter', 'summary_metrics', 'summary_rows',
+           'clips_csv', 'write_results', 'log_explanation', 'explain_run']
 
 # %% ../nbs/07_explain.ipynb #3637dde7
 def _mean(v):
@@ -53,6 +53,12 @@ def _method_row(model, video, a, mask, i, cfg, faithfulness, steps, n_random, ma
         di = deletion_insertion(model, video, a.map, a.target, cfg=cfg, patch=patch, steps=steps, n_random=n_random, seed=i)
         r.update({k: v for k, v in di.items() if 'curve' not in k})
     return r
+
+def sanity_picks(n: Optional[int], k: int) -> Optional[set]:
+    """The indices of `k` clips spread evenly over `n` (first and last included), or None when `n` is not known. Test
+    lists are often sorted by class, so the first `k` clips would be one class."""
+    if not k or n is None: return None if n is None else set()
+    return set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist())
 
 def _clip_row(model, item, i, methods, cfg, faithfulness, steps, n_random, mass_sign, adapters) -> tuple:
     "`(row, attributions, video)` of one clip: prediction, every method's measures, the adapters' ablation."
@@ -96,23 +102,27 @@ def evaluate_attributions(model, items, methods: Sequence[str] = None, cfg: Expl
                           on_clip=None, total: Optional[int] = None, sanity: int = 0, adapters: bool = False,
                           seed: int = 0) -> dict:
     """Attribute every clip of `items` with `methods`; returns `{'summary': {method: {...}}, 'clips': [...],
-    'n_clips', 'accuracy', 'seconds'}`, plus `'sanity'` (the randomisation check on the first `sanity` clips, also
-    under each method's summary) and `'adapters'` (`adapter_summary` of every clip) when asked for."""
+    'n_clips', 'accuracy', 'seconds'}`, plus `'sanity'` (the randomisation check on `sanity` clips spread evenly over
+    the set, named in `'sanity_clips'`; also under each method's summary) and `'adapters'` (`adapter_summary` of every
+    clip) when asked for. `total` (or `len(items)`) places the sanity clips; without either, the first ones."""
     from tqdm.auto import tqdm
     cfg = cfg or ExplainConfig(); methods = list(methods or cfg.methods)
     for m in methods:
         if m not in METHODS: raise ValueError(f'unknown attribution method {m!r}; methods: {list(METHODS)}')
     rows, kept, t0 = [], [], time.perf_counter()
+    n = total if total is not None else (len(items) if hasattr(items, '__len__') else None)
+    pick = sanity_picks(n, sanity)
     for i, item in enumerate(tqdm(items, total=total, disable=not progress, file=sys.stderr, desc='explain')):
         row, attrs, video = _clip_row(model, item, i, methods, cfg, faithfulness, steps, n_random, mass_sign, adapters)
         if on_clip is not None: on_clip({**item, 'pred': row['pred'], 'prob': row['prob']}, attrs)
-        if len(kept) < sanity: kept.append(video)
+        if (i in pick) if pick is not None else len(kept) < sanity: kept.append((row['name'], video))
         rows.append(row)
     summary = {m: _method_summary([r['methods'][m] for r in rows]) for m in methods}
     acc = [r['correct'] for r in rows if r['correct'] is not None]
     out = dict(summary=summary, clips=rows, n_clips=len(rows), accuracy=_mean([float(c) for c in acc]))
     if sanity and kept:
-        out['sanity'] = sanity_check(model, kept, methods, cfg, seed=seed)
+        out['sanity'] = sanity_check(model, [v for _, v in kept], methods, cfg, seed=seed)
+        out['sanity_clips'] = [k for k, _ in kept]
         for m in methods: summary[m]['sanity'] = {k: v for k, v in out['sanity'][m].items() if k != 'stages'}
     if adapters: out['adapters'] = adapter_summary([r['adapters'] for r in rows])
     out['seconds'] = time.perf_counter() - t0
@@ -156,7 +166,7 @@ def markdown_table(result: dict) -> str:
     if 'sanity' in result:
         thr = next(iter(result['sanity'].values()))['threshold']; k = next(iter(result['sanity'].values()))['clips']
         lines.append(f'sanity: cascading randomisation of the trained parts (head, blocks top down, temporal embedding) '
-                     f'on {k} clips; a method passes when Spearman(|original|, |randomised|) < {thr} at the end')
+                     f'on {k} clips spread over the set; a method passes when Spearman(|original|, |randomised|) < {thr} at the end')
     ad = result.get('adapters')
     if ad:
         lines += ['', '| adapter kind | share of the kind drops | logit drop when removed |', '|---|---|---|']

@@ -17,8 +17,8 @@ from .config import ExplainConfig
 from .explain_methods import _baseline, as_clip, class_scores, model_device
 
 # %% auto #0
-__all__ = ['SANITY_THRESHOLD', 'pointing_game', 'mass_in_mask', 'deletion_insertion', 'randomisation_stages', 'randomise_',
-           'map_similarity', 'sanity_check', 'bootstrap_ci']
+__all__ = ['SANITY_THRESHOLD', 'pointing_game', 'mass_in_mask', 'deletion_insertion', 'randomisation_stages', 'random_scale',
+           'randomise_', 'map_similarity', 'sanity_check', 'bootstrap_ci']
 
 # %% ../nbs/07c_explain_measures.ipynb #ff0bae75
 def _fit_mask(mask, shape) -> Tensor:
@@ -111,13 +111,15 @@ def randomisation_stages(model: nn.Module) -> list:
     stages.append(('temporal embedding', tun(getattr(model, 'temporal_embedding', None))))
     return [(n, ps) for n, ps in stages if ps]
 
+def random_scale(p: Tensor) -> float:
+    "The σ a trained tensor is re-drawn with: the root mean square of its values (its scale; 0.02 where it is 0)."
+    s = float(p.detach().float().pow(2).mean().sqrt())
+    return s if s > 0 else 0.02
+
 @torch.no_grad()
 def randomise_(params, generator: torch.Generator) -> None:
-    "Re-draw each tensor in place as N(0, σ²), σ = its own values' standard deviation (0.02 where that is 0)."
-    for p in params:
-        s = float(p.float().std()) if p.numel() > 1 else float(p.abs().max())
-        s = s if s > 0 else 0.02
-        p.copy_((torch.randn(p.shape, generator=generator) * s).to(p))
+    "Re-draw each tensor in place as N(0, σ²), σ = `random_scale` of its trained values."
+    for p in params: p.copy_((torch.randn(p.shape, generator=generator) * random_scale(p)).to(p))
 
 def map_similarity(a: Tensor, b: Tensor) -> dict:
     "`{spearman, ssim}` of |a| and |b| (`T H W`): rank correlation over all values, mean per-frame SSIM of the max-scaled maps."
