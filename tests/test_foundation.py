@@ -55,13 +55,12 @@ def test_stale_readme_fails_step_3(repo):
 
 
 def test_import_is_light():
-    "`import steanet` (and its config and CLI) stays fast: heavy libraries are imported where used."
-    code = ('import time, sys; t = time.perf_counter(); import steanet, steanet.config, steanet.cli; '
-            'dt = time.perf_counter() - t; heavy = [m for m in ("torch", "mlflow", "optuna", "captum", "open_clip") if m in sys.modules]; '
-            'print(dt, heavy)')
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split(' ', 1)
-    assert float(out[0]) < 1.5, out
-    assert out[1].strip() == '[]', f'heavy modules imported by `import steanet`: {out[1]}'
+    """`import steanet` (and its config and CLI) stays light: heavy libraries are imported where used. What is checked is
+    which modules get imported, not a time (a timed assert only measures the machine's load; `--help` times are a note)."""
+    code = ('import sys; import steanet, steanet.config, steanet.cli; '
+            'print([m for m in ("torch", "mlflow", "optuna", "captum", "open_clip", "scipy", "matplotlib") if m in sys.modules])')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]', f'heavy modules imported by `import steanet`: {out}'
 
 
 def test_console_script_help():
