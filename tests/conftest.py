@@ -55,3 +55,21 @@ def pytest_collection_modifyitems(config, items):
     if not XDIST_WORKER: return
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: within a file the order is kept
+
+
+def _utf8_text(s):
+    "`s` with lone surrogates (file names that are not UTF-8, as the OS gives them) written as `\\udcXX` escapes."
+    return s.encode('utf-8', 'backslashreplace').decode('utf-8') if isinstance(s, str) else s
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test's report goes from an xdist worker to the controller as UTF-8: the captured output of the tests of names
+    that are not UTF-8 holds lone surrogates, which would crash the worker (execnet's UnicodeEncodeError) and lose the
+    rest of its tests. Escape them in the captured sections and in a failure's text."""
+    outcome = yield
+    rep = outcome.get_result()
+    rep.sections = [(_utf8_text(k), _utf8_text(v)) for k, v in rep.sections]
+    if rep.longrepr is not None and not isinstance(rep.longrepr, tuple):
+        text = str(rep.longrepr)
+        if _utf8_text(text) != text: rep.longrepr = _utf8_text(text)
