@@ -423,7 +423,7 @@ def explain_parser() -> Parser:
                                      'decided: relevance through the attention and Captum attributions as space-time maps, '
                                      'figures, GIFs, one evaluation table (bootstrap 95 % intervals over clips) and one '
                                      'MLflow run (a video that cannot be read is listed, and the exit code is 1).',
-                                     overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.baseline=black'))
+                                     overrides_help='config overrides, e.g. --set explain.ig_steps=64 explain.ig_baseline=blur'))
     p.add_argument('videos', nargs='*', metavar='VIDEO', help='video files to explain')
     p.add_argument('--method', nargs='+', choices=EXPLAIN_METHODS, metavar='METHOD',
                    help=f"attribution methods: {', '.join(EXPLAIN_METHODS)} (default: explain.methods)")

@@ -257,7 +257,8 @@ class ExplainConfig:
     target: Optional[int] = checked(None, '[0, 100000]')  # class to explain; None: the predicted class
     ig_steps: int = checked(32, '[1, 10000]')    # Integrated Gradients steps
     internal_batch_size: int = checked(8, '[1, 4096]')  # IG internal batch (bounds memory)
-    baseline: str = checked('blur', ('blur', 'black'))  # blur | black
+    baseline: str = checked('blur', ('blur', 'black'))  # occlusion / ablation reference: blur | black
+    ig_baseline: str = checked('black', ('blur', 'black'))  # IG's reference input: black (blur-baseline IG fails the randomisation sanity check on the demo, see 07c)
     smoothgrad_samples: int = checked(0, '[0, 10000]')  # >0: SmoothGrad with this many noisy samples
     occlusion_window: tuple = checked((1, 4, 4), items(int, '[1, 4096]', n=3))  # (frames, h, w) pixels
     occlusion_stride: tuple = checked((1, 4, 4), items(int, '[1, 4096]', n=3))  # (frames, h, w) pixels

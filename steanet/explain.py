@@ -156,7 +156,8 @@ def markdown_table(result: dict) -> str:
     for m, s in result['summary'].items():
         ci, sn = s.get('ci', {}), s.get('sanity')
         rnd = lambda k: f" ({s[k]:.3f})" if s.get(k) is not None else ''
-        san = (f"{sn['spearman']:.3f} / {sn['ssim']:.3f} ({'pass' if sn['passed'] else 'FAIL'})" if sn else 'not run')
+        tok = f"; tokens {sn['spearman_tokens']:.3f}" if sn and sn.get('spearman_tokens') is not None else ''
+        san = (f"{sn['spearman']:.3f} / {sn['ssim']:.3f} ({'pass' if sn['passed'] else 'FAIL'}{tok})" if sn else 'not run')
         lines.append(f"| {m} | {_fmt_ci(ci.get('pointing_game'))} | {_fmt_ci(ci.get('mass_in_mask'))} | "
                      f"{_fmt_ci(ci.get('deletion_auc'))}{rnd('deletion_auc_random')} | "
                      f"{_fmt_ci(ci.get('insertion_auc'))}{rnd('insertion_auc_random')} | "
@@ -166,7 +167,8 @@ def markdown_table(result: dict) -> str:
     if 'sanity' in result:
         thr = next(iter(result['sanity'].values()))['threshold']; k = next(iter(result['sanity'].values()))['clips']
         lines.append(f'sanity: cascading randomisation of the trained parts (head, blocks top down, temporal embedding) '
-                     f'on {k} clips spread over the set; a method passes when Spearman(|original|, |randomised|) < {thr} at the end')
+                     f'on {k} clips spread over the set; a method passes when Spearman(|original|, |randomised|) < {thr} at the end '
+                     f'(pixel maps; "tokens": the same on a token method\'s own map, before its upsampling)')
     ad = result.get('adapters')
     if ad:
         lines += ['', '| adapter kind | share of the kind drops | logit drop when removed |', '|---|---|---|']

@@ -137,12 +137,13 @@ def sanity_check(model: nn.Module, clips: Sequence, methods: Sequence[str], cfg:
                  seed: int = 0, threshold: float = SANITY_THRESHOLD) -> dict:
     """Cascading randomisation of `model`'s trained parts over `clips` (`C T H W` tensors): per method,
     `{'stages': [{stage, spearman, ssim}], 'spearman', 'ssim' (full randomisation), 'pass', 'threshold'}` (means over
-    clips). Every clip and method explains the class the original model predicts; the model is restored afterwards."""
+    clips; `spearman_tokens` too for a method with a token map, at its own resolution). Every clip and method explains
+    the class the original model predicts; the model is restored afterwards. Pass or fail reads the pixel maps."""
     from steanet.explain_relevance import attribute
     cfg = cfg or ExplainConfig(); clips = list(clips); methods = list(methods)
     model.eval()
     with torch.no_grad(): targets = [int(model(as_clip(c).to(model_device(model))).argmax(-1)) for c in clips]
-    orig = [{m: attribute(model, c, m, target=t, cfg=cfg).map for m in methods} for c, t in zip(clips, targets)]
+    orig = [{m: attribute(model, c, m, target=t, cfg=cfg) for m in methods} for c, t in zip(clips, targets)]
     stages = randomisation_stages(model)
     saved = [[p.detach().clone() for p in ps] for _, ps in stages]
     g = torch.Generator().manual_seed(seed); rows = {m: [] for m in methods}
@@ -151,10 +152,9 @@ def sanity_check(model: nn.Module, clips: Sequence, methods: Sequence[str], cfg:
             randomise_(ps, g)
             sims = {m: [] for m in methods}
             for c, t, o in zip(clips, targets, orig):
-                for m in methods: sims[m].append(map_similarity(o[m], attribute(model, c, m, target=t, cfg=cfg).map))
+                for m in methods: sims[m].append(_similarity(o[m], attribute(model, c, m, target=t, cfg=cfg)))
             for m in methods:
-                rows[m].append(dict(stage=name, spearman=_nanmean([s['spearman'] for s in sims[m]]),
-                                    ssim=_nanmean([s['ssim'] for s in sims[m]])))
+                rows[m].append(dict(stage=name, **{k: _nanmean([s[k] for s in sims[m]]) for k in sims[m][0]}))
     finally:
         with torch.no_grad():
             for (_, ps), vs in zip(stages, saved):
@@ -164,7 +164,17 @@ def sanity_check(model: nn.Module, clips: Sequence, methods: Sequence[str], cfg:
         last = rows[m][-1] if rows[m] else dict(spearman=float('nan'), ssim=float('nan'))
         out[m] = dict(stages=rows[m], spearman=last['spearman'], ssim=last['ssim'], threshold=threshold,
                       passed=bool(last['spearman'] < threshold), clips=len(clips))
+        if 'spearman_tokens' in last: out[m]['spearman_tokens'] = last['spearman_tokens']
     return out
+
+def _similarity(a, b) -> dict:
+    "`map_similarity` of two attributions' pixel maps, with `spearman_tokens` (rank correlation of |tokens|) where both have a token map."
+    s = map_similarity(a.map, b.map)
+    if a.tokens is not None and b.tokens is not None:
+        from scipy.stats import spearmanr
+        x, y = a.tokens.abs().float().flatten().numpy(), b.tokens.abs().float().flatten().numpy()
+        s['spearman_tokens'] = float(spearmanr(x, y).statistic) if x.std() > 0 and y.std() > 0 else float('nan')
+    return s
 
 def _nanmean(v) -> float:
     v = [x for x in v if x is not None and not math.isnan(x)]

@@ -56,7 +56,7 @@ def make_baseline(x: Tensor, kind: str = 'blur', mean=None, std=None, sigma: Opt
         frames = rearrange(x.reshape(-1, C, T, H, W), 'b c t h w -> (b t) c h w')
         out = gaussian_blur(frames, [k, k], [sigma, sigma])
         return rearrange(out, '(b t) c h w -> b c t h w', t=T).reshape(x.shape)
-    raise ValueError(f'unknown baseline {kind!r}; use blur or black (explain.baseline)')
+    raise ValueError(f'unknown baseline {kind!r}; use blur or black (explain.baseline, explain.ig_baseline)')
 
 class ClassScore(nn.Module):
     "The function Captum explains: the model's logits (default) or softmax probabilities."
@@ -108,13 +108,14 @@ def _baseline(x, cfg, model, baseline):
     mean, std = model_norm(model)
     return make_baseline(x, baseline or cfg.baseline, mean, std)
 
+
 # %% ../nbs/07a_explain_methods.ipynb #6c73f9d2
 def integrated_gradients(model, clip, target=None, cfg: ExplainConfig = None, baseline=None) -> Attribution:
     "Captum `IntegratedGradients` on the pixels of one clip; map = channel sum; delta = Captum's convergence delta."
     from captum.attr import IntegratedGradients
     cfg = cfg or ExplainConfig(); t0 = time.perf_counter()
     x, t, s, f = _prepare(model, clip, target)
-    b = _baseline(x, cfg, model, baseline)
+    b = _baseline(x, cfg, model, baseline if baseline is not None else cfg.ig_baseline)
     attr, delta = IntegratedGradients(f).attribute(x, baselines=b, target=t, n_steps=cfg.ig_steps,
                                                    internal_batch_size=cfg.internal_batch_size,
                                                    return_convergence_delta=True)
@@ -195,7 +196,7 @@ def token_attribution(model, clip, target=None, cfg: ExplainConfig = None, basel
     C, T, H, W = x.shape[1:]
     delta = None
     if mode == 'ig':
-        b = _baseline(x, cfg, model, baseline)
+        b = _baseline(x, cfg, model, baseline if baseline is not None else cfg.ig_baseline)
         a = LayerIntegratedGradients(f, layer).attribute(x, baselines=b, target=t, n_steps=cfg.ig_steps,
                                                           internal_batch_size=max(cfg.internal_batch_size, 1) * T)
     elif mode == 'gxa':

@@ -86,12 +86,16 @@ def propagate(maps: list, T: int, rule: str = 'relevance', grads: Optional[list]
 
 # %% ../nbs/07b_explain_relevance.ipynb #3a734d25
 def _token_map(model: nn.Module, v: Tensor, shape) -> tuple:
-    "`(map (T, H, W), tokens (T, gh, gw))`: the patch entries of `v (T, n)`, spread evenly over each patch's pixels."
+    """`(map (T, H, W), tokens (T, gh, gw))`: the patch entries of `v (T, n)`, upsampled bilinearly to the pixels the
+    patches cover (as Chefer et al.'s code does), each frame scaled so that its sum is its tokens' sum."""
     T, H, W = shape
     gh, gw = model.visual.grid_size; ph, pw = model.visual.patch_size
     tok = rearrange(v[:, 1:].detach().float().cpu(), 't (gh gw) -> t gh gw', gh=gh, gw=gw)
+    up = F.interpolate(rearrange(tok, 't gh gw -> t 1 gh gw'), size=(gh * ph, gw * pw), mode='bilinear', align_corners=False)
+    up = rearrange(up, 't 1 h w -> t h w')
+    have, want = reduce(up, 't h w -> t 1 1', 'sum'), reduce(tok, 't gh gw -> t 1 1', 'sum')
     m = torch.zeros(T, H, W)
-    m[:, :gh * ph, :gw * pw] = repeat(tok, 't gh gw -> t (gh ph) (gw pw)', ph=ph, pw=pw) / (ph * pw)
+    m[:, :gh * ph, :gw * pw] = torch.where(have > 0, up * want / have.clamp_min(1e-30), up)
     return m, tok
 
 def _explained(model: nn.Module, clip, target, grad: bool):
