@@ -71,8 +71,8 @@ def test_console_script_help():
 
 # The rooms in reading order (../shared/DESIGN.md): a module may import only rooms above it. The data package's
 # rooms come in their own order, then the package itself (`steanet.data`, which re-exports them).
-ROOMS = ['steanet', 'steanet.config', 'steanet.adapters', 'steanet.lean', 'steanet.model', 'steanet.checkpoint',
-         'steanet.data.walk', 'steanet.data.records', 'steanet.data.video', 'steanet.data.clips', 'steanet.data.store',
+ROOMS = ['steanet', 'steanet.redact', 'steanet.config', 'steanet.adapters', 'steanet.lean', 'steanet.model',
+         'steanet.checkpoint', 'steanet.data.walk', 'steanet.data.records', 'steanet.data.video', 'steanet.data.clips', 'steanet.data.store',
          'steanet.data.prepare', 'steanet.data.datasets', 'steanet.data.check', 'steanet.data', 'steanet.synthetic',
          'steanet.serving', 'steanet.protocol', 'steanet.tracking', 'steanet.inputs', 'steanet.runtime', 'steanet.infer',
          'steanet.stats', 'steanet.report', 'steanet.report_out', 'steanet.train', 'steanet.demo', 'steanet.tune',
