@@ -130,8 +130,11 @@ def prefetch_batches(batch_size: int) -> int:
     return int(min(8, max(2, math.ceil(16 / max(1, batch_size)))))
 
 def _workers_ignore_stops(_):
-    "Loader workers ignore Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole group): the trainer stops them."
+    """Loader workers ignore Ctrl-C and SIGTERM (a terminal or a scheduler signals the whole group): the trainer stops them.
+    A forked worker also sets its parent's PyAV scaler aside (`forget_inherited_scaler`: reusing it hangs)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from steanet.data.video import forget_inherited_scaler
+    forget_inherited_scaler()
 
 def _ignores_sigterm(pid: int) -> bool:
     "Whether process `pid` ignores SIGTERM (Linux: the SigIgn mask in /proc; elsewhere False)."

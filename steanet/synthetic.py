@@ -12,7 +12,7 @@ import numpy as np
 from einops import rearrange
 
 from .config import DataConfig, atomic_write
-from .data import VideoRecord, load_records, write_video, DataError
+from .data import VideoRecord, load_records, write_video, DataError, forget_inherited_scaler
 
 # %% auto #0
 __all__ = ['SYNTHETIC_CLASSES', 'CLASS_NAMES', 'COLOURS', 'SUBSETS', 'GENERATOR_VERSION', 'render_video', 'mask_path',
@@ -119,7 +119,7 @@ def make_synthetic_dataset(root, n_per_class: int = 32, seed: int = 0, size: int
                 jobs.append((root / rel, label, key, size, T, noise, distractor, fps)); lists[sub].append(f'{rel} {label}')
     if workers > 1:
         import multiprocessing as mp_
-        with mp_.get_context('fork').Pool(workers) as pool: list(pool.imap_unordered(_one, jobs, chunksize=8))
+        with mp_.get_context('fork').Pool(workers, initializer=forget_inherited_scaler) as pool: list(pool.imap_unordered(_one, jobs, chunksize=8))
     else:
         for j in jobs: _one(j)
     atomic_write(root / 'classInd.txt', ''.join(f'{i + 1} {n}\n' for i, n in enumerate(CLASS_NAMES)))

@@ -13,7 +13,7 @@ from einops import rearrange
 
 from ..config import DataConfig, ExperimentConfig
 from .records import DataError, _subset_key, load_records
-from .video import DecodeError, open_video
+from .video import DecodeError, open_video, forget_inherited_scaler
 from .store import sample_views, store_for
 from .clips import ClipTransform, normalize_video, role_num_clips, role_short_side, sample_indices
 
@@ -156,8 +156,9 @@ def build_dataset(cfg: Union[ExperimentConfig, DataConfig], subset: str = 'train
     return VideoDataset(records, class_names, dc, train, mean=mean, std=std, role='train' if train else sk if sk == 'val' else 'test')
 
 def _worker_init(_):
+    "A loader worker: one torch thread, and its parent's PyAV scaler set aside (`forget_inherited_scaler`)."
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(1); forget_inherited_scaler()
 
 def build_dataloader(cfg: Union[ExperimentConfig, DataConfig], subset: str = 'train', records=None, train=None, *,
                      mean, std, sampler=None, batch_size=None, num_workers=None, **kw):

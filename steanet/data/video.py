@@ -13,8 +13,8 @@ import numpy as np
 from ..config import SteanetError
 
 # %% auto #0
-__all__ = ['DECODERS', 'DecodeError', 'PyAVReader', 'DecordReader', 'probe_size', 'FallbackReader', 'open_video', 'read_frames',
-           'video_info', 'write_video']
+__all__ = ['DECODERS', 'DecodeError', 'PyAVReader', 'DecordReader', 'probe_size', 'forget_inherited_scaler', 'FallbackReader',
+           'open_video', 'read_frames', 'video_info', 'write_video']
 
 # %% ../../nbs/03b_video.ipynb #d45fffba
 class DecodeError(SteanetError, RuntimeError):
@@ -200,6 +200,17 @@ def probe_size(path):
             cc = c.streams.video[0].codec_context
             return cc.height, cc.width
     except Exception as e: raise DecodeError(path, f'cannot open ({type(e).__name__}: {e})') from None
+
+# %% ../../nbs/03b_video.ipynb #ece5a5ee
+_INHERITED_SCALERS = []   # a forked child's inherited PyAV scalers: kept alive, never used (freeing one waits forever)
+
+def forget_inherited_scaler() -> None:
+    "In a forked child: set the parent's thread-local PyAV scaler aside, so that PyAV makes a fresh one (see above)."
+    import sys
+    frame = sys.modules.get('av.video.frame')                 # PyAV never imported: nothing was inherited
+    local = getattr(frame, '_thread_local', None)
+    old = getattr(local, 'reformatter', None)
+    if old is not None: _INHERITED_SCALERS.append(old); local.reformatter = None
 
 # %% ../../nbs/03b_video.ipynb #2cf8b415
 class FallbackReader(_Reader):
