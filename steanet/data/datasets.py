@@ -62,9 +62,12 @@ class VideoDataset:
         if dev.type == 'cpu' and v.shape[-1] == len(self.mean):   # a lookup per channel: one pass instead of five
             x, lut = v.numpy(), self._lut()
             out = self._out_buffer((*x.shape[:-4], x.shape[-1], *x.shape[-4:-1]))
-            # `np.take` into `out` (no temporary; `wrap`: unbuffered, and a no-op on 256 entries for uint8 indices):
-            # the same values as `lut[ch][x[..., ch]]` at half its time (measured 4.4 -> 2.35 ms per 16x224² clip)
-            for ch in range(x.shape[-1]): np.take(lut[ch], x[..., ch], out=out[..., ch, :, :, :], mode='wrap')
+            # `np.take` into `out` (no temporary; `wrap`: unbuffered, and a no-op on 256 entries for uint8 indices), a
+            # clip at a time (its frames stay in cache for the three channels): the same values as `lut[ch][x[..., ch]]`
+            # (measured per 16x224² clip: 4.4 ms for the whole batch's fancy indexing, 2.3 for its take, 1.35 per clip)
+            xs, os_ = rearrange(x, '... t h w c -> (...) t h w c'), rearrange(out, '... c t h w -> (...) c t h w')
+            for n in range(xs.shape[0]):
+                for ch in range(x.shape[-1]): np.take(lut[ch], xs[n, ..., ch], out=os_[n, ch], mode='wrap')
             batch['video'] = torch.from_numpy(out)
         else: batch['video'] = normalize_video(rearrange(v.to(dev, non_blocking=True), '... t h w c -> ... c t h w'), self.mean, self.std)
         return batch
