@@ -16,10 +16,10 @@ from .config import ConfigError, atomic_write
 from .checkpoint import CheckpointError
 
 # %% auto #0
-__all__ = ['dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_all', 'set_deterministic',
-           'SeededItems', 'EpochBatches', 'epoch_batches', 'collate_items', 'prefetch_batches', 'kill_loader_workers',
-           'FinishedBatches', 'make_loader', 'GracefulStop', 'rng_state', 'set_rng_state', 'save_resume_state',
-           'load_resume_state']
+__all__ = ['dist_info', 'resolve_device', 'init_distributed', 'amp_dtype', 'derive_seed', 'seed_cpu', 'seed_all',
+           'set_deterministic', 'SeededItems', 'EpochBatches', 'epoch_batches', 'collate_items', 'prefetch_batches',
+           'kill_loader_workers', 'FinishedBatches', 'BatchSlots', 'make_loader', 'GracefulStop', 'rng_state',
+           'set_rng_state', 'save_resume_state', 'load_resume_state']
 
 # %% ../nbs/04b_runtime.ipynb #013c94db
 def dist_info() -> tuple:
@@ -66,6 +66,10 @@ def derive_seed(*parts) -> int:
     h = hashlib.sha256(repr(tuple(parts)).encode()).digest()
     return int.from_bytes(h[:8], 'little') & ((1 << 63) - 1)
 
+def seed_cpu(seed: int):
+    "Seed Python, NumPy and torch's CPU generator: the RNGs a loader worker draws on (`seed_all` less the accelerators)."
+    random.seed(seed); np.random.seed(seed % (2**32)); torch.default_generator.manual_seed(int(seed))
+
 def seed_all(seed: int):
     "Seed Python, NumPy and torch (CPU and CUDA) RNGs."
     random.seed(seed); np.random.seed(seed % (2**32)); torch.manual_seed(seed)
@@ -85,7 +89,10 @@ class SeededItems(torch.utils.data.Dataset):
     def __len__(self): return len(self.ds)
     def __getitem__(self, i):
         e, i = i if isinstance(i, tuple) else (self.epoch, i)
-        seed_all(derive_seed(self.seed, 'item', e, int(i)))
+        # in a loader worker only the CPU RNGs: `torch.manual_seed` there seeds no accelerator the worker uses, but
+        # queues a lazy CUDA/XPU/MTIA call with a formatted stack trace each time (~0.2 ms an item, measured); the same
+        # CPU states either way, and the main process (num_workers=0) seeds everything as before
+        (seed_cpu if torch.utils.data.get_worker_info() is not None else seed_all)(derive_seed(self.seed, 'item', e, int(i)))
         return self.ds[int(i)]
 
 class EpochBatches:
@@ -168,12 +175,92 @@ class FinishedBatches:
     """The loader of a dataset that leaves per-batch work to it (`ds.deferred()` -> (copy, finish); `VideoDataset`:
     uint8 clips, normalised once per batch): iterating gives each batch `finish(batch, device)`; all else is the
     DataLoader's (`.loader`)."""
-    def __init__(self, loader, finish, device): self.loader, self.finish, self.device = loader, finish, device
-    def __iter__(self): return (self.finish(b, self.device) for b in self.loader)
+    def __init__(self, loader, finish, device, slots=None):
+        self.loader, self.finish, self.device, self.slots = loader, finish, device, slots
+    def __iter__(self):
+        s = self.slots
+        if s is None:
+            for b in self.loader: yield self.finish(b, self.device)
+            return
+        free = s.restart(self.loader.persistent_workers)  # before the workers get this iteration's first batches
+        for b in self.loader:
+            b, slot = s.unpack(b)
+            got = b.get('video') if slot is not None else None
+            b = self.finish(b, self.device)
+            if slot is not None: s.release(slot, got, b, free)
+            yield b
     def __len__(self): return len(self.loader)
     def __getattr__(self, name):
-        if name in ('loader', 'finish', 'device'): raise AttributeError(name)
+        if name in ('loader', 'finish', 'device', 'slots'): raise AttributeError(name)
         return getattr(self.loader, name)
+
+_INTS, _ORDER, _SLOT = '_steanet_ints', '_steanet_order', '_steanet_slot'
+
+def _shares(batch: dict, t: torch.Tensor) -> bool:
+    "Whether a tensor of `batch` lies in `t`'s memory."
+    p = t.untyped_storage().data_ptr()
+    return any(torch.is_tensor(v) and v.device.type == 'cpu' and v.untyped_storage().data_ptr() == p for v in batch.values())
+
+class BatchSlots:
+    """The collate of a loader whose batches are finished on arrival (`FinishedBatches`): `collate_items`, made cheaper
+    between processes. In a worker, the items' `video` is stacked into one of that worker's `per_worker` shared-memory
+    slots, reused once the main process has finished the batch in it (a fresh shared tensor per batch, as
+    `default_collate` makes, costs a new shared-memory file, its zeroed pages and their faults in both processes), and
+    the items' integers travel as numpy arrays (pickled by value: no shared-memory file and fd passing each);
+    `unpack` (main) gives back the very batch `collate_items` makes, `release` hands the slot back once the finished
+    batch no longer lies in it. No free slot (a consumer holding raw batches): a fresh tensor, as before."""
+    def __init__(self, num_workers: int, per_worker: int):
+        self.n, self.per = num_workers * per_worker, per_worker
+        self.free = torch.ones(self.n, dtype=torch.int8).share_memory_()   # 1: the slot's worker may stack into it
+        self.bufs, self.held, self.kept, self.reused = {}, {}, set(), 0   # worker: its slots; main: their mappings, slots left in use
+
+    def restart(self, persistent: bool) -> torch.Tensor:
+        """Before an iteration: persistent workers get every slot back but those a finished batch still lies in (the
+        batches of an iteration left early are dropped unread); new workers get flags of their own (old ones may live on)."""
+        if persistent: self.free.fill_(1); self.free[sorted(self.kept)] = 0
+        else: self.free, self.kept = torch.ones(self.n, dtype=torch.int8).share_memory_(), set()
+        return self.free
+
+    def __call__(self, items):
+        wi = torch.utils.data.get_worker_info()
+        good = [b for b in items if isinstance(b, dict) and 'bad' not in b] if wi is not None else []
+        v = [b.get('video') for b in good]
+        if not good or len(good) < len(items) or not all(torch.is_tensor(x) and x.shape == v[0].shape and x.dtype == v[0].dtype for x in v):
+            return collate_items(items)
+        ints = [k for k in good[0] if type(good[0][k]) is int and all(type(b.get(k)) is int for b in good)]
+        out = collate_items([{k: x for k, x in b.items() if k != 'video' and k not in ints} for b in good])
+        out[_INTS] = {k: np.array([b[k] for b in good], np.int64) for k in ints}; out[_ORDER] = list(good[0])
+        out['video'], out[_SLOT] = self._stack(v, wi.id)
+        return out
+
+    def _stack(self, v: list, wid: int) -> tuple:
+        "(the stacked batch in a free slot of worker `wid`, its slot) or (a fresh shared tensor, None)."
+        shape, n = (len(v), *v[0].shape), len(v) * v[0].numel()
+        for s in range(wid * self.per, (wid + 1) * self.per):
+            if not self.free[s]: continue
+            buf = self.bufs.get(s)
+            if buf is None or buf.numel() != n or buf.dtype != v[0].dtype:
+                buf = self.bufs[s] = torch.empty(n, dtype=v[0].dtype).share_memory_()
+            self.free[s] = 0
+            return torch.stack(v, out=buf.view(shape)), s
+        return torch.stack(v, out=torch.empty(shape, dtype=v[0].dtype).share_memory_()), None
+
+    def unpack(self, b) -> tuple:
+        "(the batch as `collate_items` gives it, its slot or None)."
+        if not isinstance(b, dict) or _ORDER not in b: return b, None
+        ints, order, slot = b.pop(_INTS), b.pop(_ORDER), b.pop(_SLOT)
+        b.update({k: torch.from_numpy(x) for k, x in ints.items()})
+        return {**{k: b.pop(k) for k in order}, **b}, slot
+
+    def release(self, slot: int, got, finished, free: torch.Tensor) -> None:
+        "Hand `slot` back (in `free`, its iteration's flags) unless the finished batch still lies in it; keep its mapping."
+        if not torch.is_tensor(got) or not isinstance(finished, dict) or _shares(finished, got):
+            self.kept.add(slot); return
+        if got.is_shared():
+            old = self.held.get(slot)
+            self.reused += old is not None and old.untyped_storage().data_ptr() == got.untyped_storage().data_ptr()
+            self.held[slot] = got                         # the next batch in this slot is rebuilt on this mapping
+        free[slot] = 1
 
 def _deferred(ds) -> tuple:
     "(the dataset the loader reads, finish or None): a dataset with `deferred()`, also inside `SeededItems`, gives its copy."
@@ -192,15 +279,18 @@ def make_loader(ds, batches=None, batch_size: int = 8, num_workers: int = 0, dev
     ds, finish = _deferred(ds)
     kw = dict(num_workers=num_workers, pin_memory=device is not None and torch.device(device).type == 'cuda',
               persistent_workers=persistent and num_workers > 0, collate_fn=collate_items)
+    slots = None
     if num_workers > 0:
         _kill_workers_at_exit()
         kw['multiprocessing_context'] = 'fork' if sys.platform.startswith('linux') else None
         kw['prefetch_factor'] = prefetch_batches(len(batches[0]) if batches is not None and len(batches) and
                                                  not isinstance(batches, EpochBatches) else batch_size)
         kw['worker_init_fn'] = _workers_ignore_stops
+        # a worker's batches out at once: its prefetched ones and the one being finished (one slot spare)
+        if finish: slots = kw['collate_fn'] = BatchSlots(num_workers, kw['prefetch_factor'] + 2)
     if batches is not None: dl = torch.utils.data.DataLoader(ds, batch_sampler=batches, **kw)
     else: dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, **kw)
-    return FinishedBatches(dl, finish, torch.device(device if device is not None else 'cpu')) if finish else dl
+    return FinishedBatches(dl, finish, torch.device(device if device is not None else 'cpu'), slots) if finish else dl
 
 # %% ../nbs/04b_runtime.ipynb #1eb57d6b
 class GracefulStop:
