@@ -77,7 +77,8 @@ ROOMS = ['steanet', 'steanet.redact', 'steanet.config', 'steanet.adapters', 'ste
          'steanet.serving', 'steanet.protocol', 'steanet.tracking', 'steanet.inputs', 'steanet.runtime', 'steanet.infer',
          'steanet.stats', 'steanet.report', 'steanet.report_out', 'steanet.train', 'steanet.demo', 'steanet.tune',
          'steanet.explain_methods', 'steanet.explain_relevance', 'steanet.explain_measures', 'steanet.explain_adapters',
-         'steanet.explain_figures', 'steanet.explain', 'steanet.bench', 'steanet.experiments', 'steanet.cli', 'steanet.testing']
+         'steanet.explain_figures', 'steanet.explain', 'steanet.bench', 'steanet.experiments', 'steanet.cli_runner', 'steanet.cli',
+         'steanet.testing']
 
 
 def _module_name(path: Path) -> str:
