@@ -166,10 +166,16 @@ def kill_loader_workers() -> int:
         if main: signal.signal(signal.SIGCHLD, old)
     return len(alive)
 
-@functools.cache
+_KILL_REGISTERED = set()   # the pids that registered `kill_loader_workers` (a forked child registers its own)
+
 def _kill_workers_at_exit() -> None:
-    "Register `kill_loader_workers` at exit, once per process (the first loader with workers does it)."
-    import atexit; atexit.register(kill_loader_workers)
+    """Register `kill_loader_workers` at exit, once per process (the first loader with workers does it): with `atexit`
+    and as a multiprocessing finalizer, which also runs when this process is itself a multiprocessing child (a pool
+    worker running a notebook: atexit does not run there, and its exit joined the loader workers forever)."""
+    if os.getpid() in _KILL_REGISTERED: return
+    import atexit, multiprocessing.util as mpu
+    atexit.register(kill_loader_workers); mpu.Finalize(None, kill_loader_workers, exitpriority=100)
+    _KILL_REGISTERED.add(os.getpid())
 
 class FinishedBatches:
     """The loader of a dataset that leaves per-batch work to it (`ds.deferred()` -> (copy, finish); `VideoDataset`:

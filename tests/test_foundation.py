@@ -18,7 +18,9 @@ def repo(tmp_path):
 
 
 def gate(repo, target):
-    return subprocess.run(['make', '-s', '-C', str(repo), target, f'VENV={VENV}'], capture_output=True, text=True, timeout=300)
+    "Run one gate of the copy against the project's .venv; `-o` the stamp: never reinstall (into the copy) from here."
+    return subprocess.run(['make', '-s', '-C', str(repo), target, f'VENV={VENV}', '-o', f'{VENV}/.install-stamp'],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_gate_passes_on_the_project(repo):
