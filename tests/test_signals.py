@@ -6,6 +6,7 @@ import contextlib, io, json, os, signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from steanet.cli import main
 
@@ -167,3 +168,27 @@ def test_tune_signal_while_saving_the_study(synth_root, tmp_path, monkeypatch):
     assert rc == 0, err[-3000:]
     _, runs = _runs(tmp_path)
     assert {r.data.tags.get('steanet.kind'): r.info.status for r in runs} == {'study': 'FINISHED', 'trial': 'FINISHED'}
+
+
+class _Items(torch.utils.data.Dataset):
+    def __len__(self): return 4
+    def __getitem__(self, i): return {'x': torch.full((2,), float(i))}
+
+_KEEP = []
+
+def _child_with_persistent_loader():
+    from steanet.runtime import make_loader
+    dl = make_loader(_Items(), batch_size=2, num_workers=1, persistent=True)
+    assert sum(len(b['x']) for b in dl) == 4
+    _KEEP.append(dl)                               # still referenced at exit, its worker alive
+
+
+def test_a_multiprocessing_child_with_persistent_loader_workers_exits():
+    """multiprocessing's exit in one of its children SIGTERMs the daemonic children and joins them; loader workers
+    ignore SIGTERM, and atexit does not run in such a child, so `kill_loader_workers` must run as a multiprocessing
+    finalizer first (nbdev_test's pool worker hung there on 04b's persistent loaders)."""
+    import multiprocessing as mp
+    p = mp.get_context('fork').Process(target=_child_with_persistent_loader); p.start(); p.join(60)
+    hung = p.is_alive()
+    if hung: p.kill()
+    assert not hung and p.exitcode == 0, 'the child did not exit: its loader worker was joined forever'
