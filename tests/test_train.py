@@ -92,8 +92,9 @@ def test_nan_loss_stops_with_message(synth_root, tmp_path):
 def uninterrupted(synth_root, tmp_path_factory):
     "`(config file, result, run folder)` of the uninterrupted run the kill / SIGTERM tests compare with."
     d = tmp_path_factory.mktemp('uninterrupted'); cfgp = d / 'cfg.yaml'
-    # batch 2 over 16 videos: 8 steps per epoch, 3 epochs; MLflow on (sqlite in STEANET_HOME) to resume the same run
-    cfg = make_config('demo', tiny_overrides(synth_root, **{'train.batch_size': 2, 'train.epochs': 3,
+    # batch 1 over 16 videos: 16 steps per epoch (a window the signalling poller cannot miss under CI load: with 8
+    # it once saw no state at batches 1-4 before the run ended), 3 epochs; MLflow on to resume the same run
+    cfg = make_config('demo', tiny_overrides(synth_root, **{'train.batch_size': 1, 'train.epochs': 3,
                                                             'tracking.enabled': 'true'}))
     save_config(cfg, cfgp)
     return cfgp, last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(d / 'full'), '--json']).stdout), d / 'full'
@@ -112,9 +113,9 @@ def _signal_in_second_epoch(cfgp, run_dir, sig, stdout=subprocess.DEVNULL):
         if rp.exists():
             try: st = load_resume_state(rp)
             except Exception: st = None
-            if st and st['epoch'] == 1 and 0 < st['pos'] <= 4:   # inside the second epoch
+            if st and st['epoch'] == 1 and 0 < st['pos'] <= 8:   # inside the second epoch
                 p.send_signal(sig); return p, st
-        time.sleep(0.01)
+        time.sleep(0.005)
     return p, None
 
 
@@ -164,8 +165,8 @@ def test_sigterm_stops_after_the_step_and_resume_equals_uninterrupted(uninterrup
     assert 'Traceback' not in err.decode()
     assert json.loads(out.decode().strip().splitlines()[-1])['type'] == 'TrainingInterrupted'
     st = load_resume_state(stopped / 'resume.pt')
-    assert st['epoch'] == 1 and 0 < st['pos'] < 8 and st['global_step'] >= sent    # the stop's own step, mid-epoch
-    assert f'stopped after step {st["global_step"]} (epoch 2, batch {st["pos"]}/8)' in line
+    assert st['epoch'] == 1 and 0 < st['pos'] < 16 and st['global_step'] >= sent    # the stop's own step, mid-epoch
+    assert f'stopped after step {st["global_step"]} (epoch 2, batch {st["pos"]}/16)' in line
     client = mlflow.MlflowClient(f'sqlite:///{os.environ["STEANET_HOME"]}/mlruns/mlflow.db')
     assert client.get_run(st['run_id']).info.status == 'KILLED'
     res = _resume_equals(stopped, full, full_dir)
