@@ -121,12 +121,16 @@ def randomise_(params, generator: torch.Generator) -> None:
     "Re-draw each tensor in place as N(0, σ²), σ = `random_scale` of its trained values."
     for p in params: p.copy_((torch.randn(p.shape, generator=generator) * random_scale(p)).to(p))
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    "Spearman rank correlation over all values of two arrays (NaN when either is constant)."
+    from scipy.stats import spearmanr
+    return float(spearmanr(x.ravel(), y.ravel()).statistic) if x.std() > 0 and y.std() > 0 else float('nan')
+
 def map_similarity(a: Tensor, b: Tensor) -> dict:
     "`{spearman, ssim}` of |a| and |b| (`T H W`): rank correlation over all values, mean per-frame SSIM of the max-scaled maps."
-    from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
     x, y = a.abs().float().numpy(), b.abs().float().numpy()
-    rho = spearmanr(x.ravel(), y.ravel()).statistic if x.std() > 0 and y.std() > 0 else float('nan')
+    rho = _spearman(x, y)
     sx, sy = x / max(x.max(), 1e-12), y / max(y.max(), 1e-12)
     w = min(7, *x.shape[1:]); w = w if w % 2 else w - 1
     ssim = float(np.mean([structural_similarity(p, q, data_range=1.0, win_size=w) for p, q in zip(sx, sy)]))
@@ -171,9 +175,7 @@ def _similarity(a, b) -> dict:
     "`map_similarity` of two attributions' pixel maps, with `spearman_tokens` (rank correlation of |tokens|) where both have a token map."
     s = map_similarity(a.map, b.map)
     if a.tokens is not None and b.tokens is not None:
-        from scipy.stats import spearmanr
-        x, y = a.tokens.abs().float().flatten().numpy(), b.tokens.abs().float().flatten().numpy()
-        s['spearman_tokens'] = float(spearmanr(x, y).statistic) if x.std() > 0 and y.std() > 0 else float('nan')
+        s['spearman_tokens'] = _spearman(a.tokens.abs().float().numpy(), b.tokens.abs().float().numpy())
     return s
 
 def _nanmean(v) -> float:

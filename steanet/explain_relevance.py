@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from einops import einsum, rearrange, reduce, repeat
+from einops import einsum, rearrange, reduce
 
 from .config import ExplainConfig
 from .explain_methods import Attribution, CAPTUM_METHODS, as_clip, model_device

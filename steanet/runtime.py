@@ -4,7 +4,7 @@
 
 # %% ../nbs/04b_runtime.ipynb #d09f5515
 from __future__ import annotations
-import copy, functools, hashlib, io, math, os, random, re, signal, sys, threading, warnings
+import copy, hashlib, io, math, os, random, re, signal, sys, threading, warnings
 from pathlib import Path
 from typing import Optional
 
