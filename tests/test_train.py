@@ -92,31 +92,46 @@ def test_nan_loss_stops_with_message(synth_root, tmp_path):
 def uninterrupted(synth_root, tmp_path_factory):
     "`(config file, result, run folder)` of the uninterrupted run the kill / SIGTERM tests compare with."
     d = tmp_path_factory.mktemp('uninterrupted'); cfgp = d / 'cfg.yaml'
-    # batch 1 over 16 videos: 16 steps per epoch (a window the signalling poller cannot miss under CI load: with 8
-    # it once saw no state at batches 1-4 before the run ended), 3 epochs; MLflow on to resume the same run
+    # batch 1 over 16 videos: 16 steps per epoch, 3 epochs; MLflow on to resume the same run
     cfg = make_config('demo', tiny_overrides(synth_root, **{'train.batch_size': 1, 'train.epochs': 3,
                                                             'tracking.enabled': 'true'}))
     save_config(cfg, cfgp)
     return cfgp, last_json(cli(['train', '--config', str(cfgp), '--run-dir', str(d / 'full'), '--json']).stdout), d / 'full'
 
 
+# The trainer in the subprocess pauses right after it writes its first resume state inside the second epoch: it
+# touches `<run>.paused` and waits for `<run>.go`. The test signals it there, then lets it go: no race with the
+# trainer's speed (a poller of resume.pt once missed the whole window under CI load).
+_PAUSING = """
+import sys, time
+from pathlib import Path
+import steanet.train as train
+save, run_dir, paused = train.save_resume_state, Path(sys.argv[1]), [False]
+def pausing_save(path, state):
+    out = save(path, state)
+    if not paused[0] and state['epoch'] == 1 and 0 < state['pos'] <= 8:
+        paused[0] = True
+        Path(f'{run_dir}.paused').touch(); t = time.time()
+        while not Path(f'{run_dir}.go').exists() and time.time() - t < 120: time.sleep(0.01)
+    return out
+train.save_resume_state = pausing_save
+from steanet.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def _signal_in_second_epoch(cfgp, run_dir, sig, stdout=subprocess.DEVNULL):
     "`steanet train` in a subprocess, sent `sig` once its resume state is inside the second epoch: `(process, state)`."
     from steanet.train import load_resume_state
-    code = 'import sys; from steanet.cli import main; sys.exit(main(sys.argv[1:]))'
     env = dict(os.environ, PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}', OMP_NUM_THREADS='1')
-    p = subprocess.Popen([PY, '-c', code, 'train', '--config', str(cfgp), '--run-dir', str(run_dir),
+    p = subprocess.Popen([PY, '-c', _PAUSING, str(run_dir), 'train', '--config', str(cfgp), '--run-dir', str(run_dir),
                           '--checkpoint-every', '1', '--json'], env=env, stdout=stdout, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and p.poll() is None:
-        rp = run_dir / 'resume.pt'
-        if rp.exists():
-            try: st = load_resume_state(rp)
-            except Exception: st = None
-            if st and st['epoch'] == 1 and 0 < st['pos'] <= 8:   # inside the second epoch
-                p.send_signal(sig); return p, st
-        time.sleep(0.005)
-    return p, None
+    paused, deadline = Path(f'{run_dir}.paused'), time.time() + 240
+    while time.time() < deadline and p.poll() is None and not paused.exists(): time.sleep(0.01)
+    if not paused.exists(): return p, None
+    st = load_resume_state(run_dir / 'resume.pt')
+    p.send_signal(sig); Path(f'{run_dir}.go').touch()
+    return p, st
 
 
 def _resume_equals(run_dir, full, full_dir) -> dict:
