@@ -24,7 +24,7 @@ from steanet.config import (ADAPTER_NAMES, ConfigError, ExperimentConfig, FORMAT
                             redacted_dict, save_config, show_config, validate_config)
 
 CASES = Counter()                 # inputs tried per property (printed by test_zz_report with -s)
-PROPERTY = settings(max_examples=250, deadline=2000, derandomize=True, database=None,
+PROPERTY = settings(max_examples=250, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -14,7 +14,7 @@ from steanet.data import DataError
 from steanet.data.records import load_csv, load_mmaction_list, load_release_json, load_split_lists
 
 CASES = Counter()
-PROPERTY = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
+PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 WORD = st.text(st.characters(codec='utf-8', exclude_categories=('Cs',)), min_size=0, max_size=12)
