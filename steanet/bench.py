@@ -20,8 +20,8 @@ log = logging.getLogger('steanet.bench')
 # %% auto #0
 __all__ = ['log', 'BENCH_SETS', 'DATASET_HOURS', 'REPORT_VARIANTS', 'gemm_peak', 'gemm_flops_per_s', 'recompute_label',
            'bench_variant', 'largest_batch', 'max_batch_cuda', 'BenchError', 'bench_device', 'check_counts',
-           'bench_model', 'bench_model_table', 'long_bench_videos', 'bench_data', 'bench_data_table', 'bench_store',
-           'bench_store_table', 'bench_prepare', 'bench_prepare_table', 'report_store', 'bench_report',
+           'bench_model', 'bench_model_table', 'long_bench_videos', 'LoaderTiming', 'bench_data', 'bench_data_table',
+           'bench_store', 'bench_store_table', 'bench_prepare', 'bench_prepare_table', 'report_store', 'bench_report',
            'bench_report_table']
 
 # %% ../nbs/08_bench.ipynb #ce2d3cc4
@@ -351,25 +351,42 @@ def _training_loader(records, dc: DataConfig, workers: int, batch: int):
     dl = make_loader(SeededItems(ds, 0), batches, batch_size=batch, num_workers=workers, device='cpu', persistent=True)
     return dl, lambda e: batches.set(e, epoch_batches(len(ds), batch, e, 0))
 
-def _bench_loader(records, dc: DataConfig, workers: int, clips: int, batch: int) -> dict:
-    "Wall time from creating the iterator (worker start-up included) to `clips` clips, with enough clips that the"
-    " prefetched batches (workers x 2) are a small part of the count; the training loader (`_training_loader`)."
+@dataclasses.dataclass
+class LoaderTiming:
+    "How long `_bench_loader` times a loader: the steady rate after start-up, over enough clips and seconds to trust."
+    min_seconds: float = 2.0   # the steady window lasts at least this long (0 to 600 s): short windows are mostly jitter
+    rounds: int = 3            # `bench_store`: raw and store timed this many times, interleaved (1 to 20); the median ratio counts
+
+    def __post_init__(self):
+        if not 0 <= self.min_seconds <= 600: raise BenchError(f'timing min_seconds={self.min_seconds}: give 0 to 600 seconds')
+        if not 1 <= self.rounds <= 20: raise BenchError(f'timing rounds={self.rounds}: give 1 to 20 rounds')
+
+def _bench_loader(records, dc: DataConfig, workers: int, clips: int, batch: int, timing: LoaderTiming = None) -> dict:
+    """The training loader (`_training_loader`) timed as a run meets it: its workers start once (persistent), so the rate
+    that counts is the steady one. Start-up (forking the workers, opening the first videos) lasts until the prefetched
+    batches (workers x 2) have arrived, and is reported on its own (`startup_s`); `clips_per_s` is measured after it,
+    over at least `clips` clips and `timing.min_seconds` seconds (epochs repeat as needed)."""
+    timing = timing or LoaderTiming()
     dl, next_epoch = _training_loader(records, dc, workers, batch)
-    want = max(clips, 2 * batch * max(1, workers) * 2)
-    n, bad, first, epoch = 0, 0, None, 0
+    warm = 2 * batch * max(1, workers)
+    n, bad, first, epoch, t1, n1 = 0, 0, None, 0, None, 0
     cpu0 = _cpu_seconds(); t0 = time.perf_counter(); it = iter(dl)
-    while n < want:
+    while True:
         try: b = next(it)
         except StopIteration:
             epoch += 1; next_epoch(epoch); it = iter(dl); continue
-        if first is None: first = time.perf_counter() - t0
+        now = time.perf_counter()
+        if first is None: first = now - t0
         n += b['video'].shape[0]; bad += int(b['n_bad'].sum())
-    dt = time.perf_counter() - t0
+        if t1 is None:
+            if n >= warm: t1, n1 = now, n               # the steady window starts after the warm-up batches
+        elif n - n1 >= clips and now - t1 >= timing.min_seconds: break
+    dt = now - t1
     del it, dl; gc.collect()                            # the workers exit and are reaped: their CPU time is counted
     cpu = _cpu_seconds() - cpu0
-    return dict(clips=n, seconds=round(dt, 3), first_batch_s=round(first, 3), clips_per_s=round(n / dt, 3),
-                frames_per_s=round(n * dc.num_frames / dt, 1), n_bad=bad, cpu_s=round(cpu, 2),
-                clips_per_cpu_s=round(n / max(cpu, 1e-9), 2))
+    return dict(clips=n - n1, seconds=round(dt, 3), startup_s=round(t1 - t0, 3), first_batch_s=round(first, 3),
+                clips_per_s=round((n - n1) / dt, 3), frames_per_s=round((n - n1) * dc.num_frames / dt, 1), n_bad=bad,
+                cpu_s=round(cpu, 2), clips_per_cpu_s=round(n / max(cpu, 1e-9), 2))
 
 def _cpu_seconds() -> float:
     "CPU seconds of this process and its reaped children (loader workers): a clip's cost that other jobs do not inflate."
@@ -395,8 +412,9 @@ def _bench_sets(fixtures, sets, long_videos: int, long_seconds: float) -> dict:
 
 def bench_data(fixtures=None, *, workers=(0, 1, 2), decoders=('decord', 'pyav'), clips: int = 16, batch: int = 4,
                num_frames: int = 16, input_size: int = 224, short_side: int = 256, long_videos: int = 2,
-               long_seconds: float = 60.0, sets=BENCH_SETS, sampling: str = 'segment', progress: bool = True) -> dict:
-    "Loader throughput (clips/s, frames/s) per video set x decoder x workers; a dict with `results` rows."
+               long_seconds: float = 60.0, sets=BENCH_SETS, sampling: str = 'segment', timing: LoaderTiming = None,
+               progress: bool = True) -> dict:
+    "Steady loader throughput (clips/s, frames/s; `_bench_loader`) per video set x decoder x workers; a dict with `results` rows."
     check_counts(clips=(clips, 1), batch=(batch, 1), frames=(num_frames, 1), size=(input_size, 1),
                  short_side=(short_side, 1), long_videos=(long_videos, 1))
     for w in workers: check_counts(workers=(w, 0))
@@ -409,7 +427,7 @@ def bench_data(fixtures=None, *, workers=(0, 1, 2), decoders=('decord', 'pyav'),
                 dc = DataConfig(num_frames=num_frames, input_size=input_size, short_side=short_side, decoder=dec,
                                 num_workers=w, sampling=sampling, decode_threads=1)
                 if progress: print(f'bench data: {sname} {dec} workers={w} ...', file=sys.stderr, flush=True)
-                r = _bench_loader(recs, dc, w, clips, batch)
+                r = _bench_loader(recs, dc, w, clips, batch, timing)
                 res.append(dict(set=sname, decoder=dec, workers=w, **r))
                 if progress: print(f'  {r["clips_per_s"]:.2f} clips/s, {r["frames_per_s"]:.1f} frames/s', file=sys.stderr, flush=True)
     info = {k: [str(p) for p in v] for k, v in vsets.items()}
@@ -439,22 +457,36 @@ def _store_records(cfg, store, subset: str, fixtures, fmt: str = 'auto') -> tupl
     return recs, dc
 
 def bench_store(cfg, store, *, workers: int = 2, clips: int = 32, batch: int = 4, subset: str = 'train',
-                store_clips: Optional[int] = None, fixtures=None, store_format: str = 'auto', progress: bool = True) -> dict:
-    "Training-loader clips/s decoding the sources (`raw`) and reading them from the prepared `store`, same settings."
+                store_clips: Optional[int] = None, fixtures=None, store_format: str = 'auto', timing: LoaderTiming = None,
+                progress: bool = True) -> dict:
+    "Steady training-loader clips/s decoding the sources (`raw`) and reading them from the prepared `store`, in rounds."
     from steanet.data import store_for
+    timing = timing or LoaderTiming()
     recs, dc0 = _store_records(cfg, store, subset, fixtures, store_format); st = store_for(dc0)
     recs = recs * max(1, (2 * clips) // len(recs))
     out = dict(workers=workers, frames=dc0.num_frames, size=dc0.input_size, short_side=dc0.short_side,
                sampling=dc0.sampling, batch=batch, videos=len(set(r.path for r in recs)), store=str(store),
-               store_format=st.format, store_bytes=sum({v['sha256']: v['bytes'] for v in st.videos.values()}.values()))
-    for name, dc in (('raw', dataclasses.replace(dc0, store='')), ('store', dc0)):
-        if progress: print(f'bench data: {name}, workers={workers} ...', file=sys.stderr, flush=True)
-        n = clips if name == 'raw' else (store_clips or 4 * clips)
-        out[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
-                                  dataclasses.replace(dc, num_workers=workers), workers, n, batch)
-        if progress: print(f"  {out[name]['clips_per_s']:.2f} clips/s", file=sys.stderr, flush=True)
-    out['speedup'] = round(out['store']['clips_per_s'] / out['raw']['clips_per_s'], 2)
-    out['cpu_speedup'] = round(out['store']['clips_per_cpu_s'] / out['raw']['clips_per_cpu_s'], 2)
+               store_format=st.format, store_bytes=sum({v['sha256']: v['bytes'] for v in st.videos.values()}.values()),
+               min_seconds=timing.min_seconds, rounds=[])
+    for k in range(timing.rounds):
+        rnd = {}
+        for name, dc in (('raw', dataclasses.replace(dc0, store='')), ('store', dc0)):
+            if progress: print(f'bench data: round {k + 1}/{timing.rounds}, {name}, workers={workers} ...', file=sys.stderr, flush=True)
+            n = clips if name == 'raw' else (store_clips or 4 * clips)
+            rnd[name] = _bench_loader(recs * (1 if name == 'raw' else max(1, n // clips)),
+                                      dataclasses.replace(dc, num_workers=workers), workers, n, batch, timing)
+            if progress: print(f"  {rnd[name]['clips_per_s']:.2f} clips/s", file=sys.stderr, flush=True)
+        rnd['speedup'] = round(rnd['store']['clips_per_s'] / rnd['raw']['clips_per_s'], 2)
+        out['rounds'].append(rnd)
+    return _store_summary(out, workers)
+
+def _store_summary(out: dict, workers: int) -> dict:
+    "`bench_store`'s result from its rounds: the median round (by speedup) as `raw` / `store`, the median and range of the ratios."
+    rs = sorted(out['rounds'], key=lambda r: r['speedup']); mid = rs[(len(rs) - 1) // 2]
+    out['raw'], out['store'] = mid['raw'], mid['store']
+    out['speedup'] = round(statistics.median(r['speedup'] for r in rs), 2)
+    out['speedup_range'] = [rs[0]['speedup'], rs[-1]['speedup']]
+    out['cpu_speedup'] = round(statistics.median(r['store']['clips_per_cpu_s'] / r['raw']['clips_per_cpu_s'] for r in rs), 2)
     out['store_clips_per_s_per_worker'] = round(out['store']['clips_per_s'] / max(1, workers), 2)
     return out
 
@@ -462,7 +494,10 @@ def bench_store_table(r: dict) -> str:
     "The lines `steanet bench data --store` prints."
     return (f"{r['videos']} videos, {r['frames']}x{r['size']}^2 clips, {r['sampling']}, workers {r['workers']}: "
             f"raw {r['raw']['clips_per_s']:.2f} clips/s, store {r['store']['clips_per_s']:.2f} clips/s "
-            f"({r['speedup']:.1f}x; {r['store_format']} store, {r['store_bytes'] / 1e6:.1f} MB); per CPU second: "
+            f"({r['speedup']:.1f}x, median of {len(r['rounds'])} rounds, {r['speedup_range'][0]:.1f}-"
+            f"{r['speedup_range'][1]:.1f}x; steady rates over >= {r['min_seconds']:g} s after start-up, raw "
+            f"{r['raw']['startup_s']:.2f} s, store {r['store']['startup_s']:.2f} s; {r['store_format']} store, "
+            f"{r['store_bytes'] / 1e6:.1f} MB); per CPU second: "
             f"raw {r['raw']['clips_per_cpu_s']:.2f}, store {r['store']['clips_per_cpu_s']:.2f} clips ({r['cpu_speedup']:.1f}x)")
 
 # %% ../nbs/08_bench.ipynb #e5b65bda

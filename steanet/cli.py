@@ -506,7 +506,12 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument('--sampling', default='segment', choices=['segment', 'dense'])
     p.add_argument('--workers', nargs='*', type=int, default=[0, 1, 2])
     p.add_argument('--decoders', nargs='*', default=['decord', 'pyav'], choices=['decord', 'pyav'])
-    p.add_argument('--clips', type=int, default=16, help='clips timed per setting (after one warm-up batch)')
+    p.add_argument('--clips', type=int, default=16, help='clips timed per setting, at least (after the workers\' start-up; '
+                   'the store side of --store: 4x)')
+    p.add_argument('--seconds', type=float, default=2.0, help='each timing lasts at least this long after start-up '
+                   '(default 2; 0 to 600)')
+    p.add_argument('--rounds', type=int, default=3, help='with --store: raw and store timed this many times, '
+                   'interleaved; the median ratio is reported (default 3; 1 to 20)')
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--frames', type=int, default=16, help='frames per clip (T)')
     p.add_argument('--size', type=int, default=224, help='crop size')
@@ -560,14 +565,16 @@ def bench_cmd(a) -> Outcome:
         r = bench.bench_prepare(vids or bench.long_bench_videos(a.long_videos, a.long_seconds),
                                 workers=max(1, a.workers[-1] if a.workers else 1), progress=progress(a))
         return Outcome(r, bench.bench_prepare_table(r))
+    timing = bench.LoaderTiming(min_seconds=a.seconds, rounds=a.rounds)
     if a.store:
         cfg = make_config(a.config, a.overrides) if (a.config or a.overrides) else None
         r = bench.bench_store(cfg, a.store, workers=a.workers[-1] if a.workers else 0, clips=a.clips, batch=a.batch,
-                              fixtures=a.fixtures, store_format=a.store_format, progress=progress(a))
+                              fixtures=a.fixtures, store_format=a.store_format, timing=timing, progress=progress(a))
         return Outcome(r, bench.bench_store_table(r))
     r = bench.bench_data(a.fixtures, workers=tuple(a.workers), decoders=tuple(a.decoders), clips=a.clips, batch=a.batch,
                          num_frames=a.frames, input_size=a.size, short_side=a.short_side, long_videos=a.long_videos,
-                         long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, progress=progress(a))
+                         long_seconds=a.long_seconds, sets=tuple(a.sets), sampling=a.sampling, timing=timing,
+                         progress=progress(a))
     return Outcome(r, bench.bench_data_table(r))
 
 # %% ../nbs/09_cli.ipynb #4341921b

@@ -306,9 +306,13 @@ def test_bench_data_cli_smoke(fixtures_dir, capsys):
     from steanet.cli import main
     rc = main(['bench', 'data', '--fixtures', str(fixtures_dir / 'videos'), '--sets', 'fixtures', '--workers', '0',
                     '--decoders', 'decord', 'pyav', '--clips', '2', '--batch', '1', '--frames', '4', '--size', '64',
-                    '--short-side', '72', '--json'])
+                    '--short-side', '72', '--seconds', '0.3', '--json'])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and len(out['results']) == 2 and all(r['clips_per_s'] > 0 and r['n_bad'] == 0 for r in out['results'])
+    assert all(r['seconds'] >= 0.3 and r['clips'] >= 2 for r in out['results'])       # the steady window, after start-up
+    assert main(['bench', 'data', '--store', 'x', '--rounds', '0']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'rounds=0' in err, err
 
 
 # ---------------------------------------------------------------- official in train mode: the release's drop path
