@@ -156,7 +156,7 @@ def markdown_table(result: dict) -> str:
     for m, s in result['summary'].items():
         ci, sn = s.get('ci', {}), s.get('sanity')
         rnd = lambda k: f" ({s[k]:.3f})" if s.get(k) is not None else ''
-        tok = f"; tokens {sn['spearman_tokens']:.3f}" if sn and sn.get('spearman_tokens') is not None else ''
+        tok = f"; on tokens, pixels {sn['spearman_pixels']:.3f}" if sn and sn.get('map') == 'tokens' else ''
         san = (f"{sn['spearman']:.3f} / {sn['ssim']:.3f} ({'pass' if sn['passed'] else 'FAIL'}{tok})" if sn else 'not run')
         lines.append(f"| {m} | {_fmt_ci(ci.get('pointing_game'))} | {_fmt_ci(ci.get('mass_in_mask'))} | "
                      f"{_fmt_ci(ci.get('deletion_auc'))}{rnd('deletion_auc_random')} | "
@@ -167,8 +167,9 @@ def markdown_table(result: dict) -> str:
     if 'sanity' in result:
         thr = next(iter(result['sanity'].values()))['threshold']; k = next(iter(result['sanity'].values()))['clips']
         lines.append(f'sanity: cascading randomisation of the trained parts (head, blocks top down, temporal embedding) '
-                     f'on {k} clips spread over the set; a method passes when Spearman(|original|, |randomised|) < {thr} at the end '
-                     f'(pixel maps; "tokens": the same on a token method\'s own map, before its upsampling)')
+                     f'on {k} clips spread over the set; a method passes when Spearman(|original|, |randomised|) < {thr} at the end, '
+                     f'on the map it computes (a token method\'s token grid, before its upsampling: its pixel value is shown '
+                     f'beside; SSIM on the pixel maps)')
     ad = result.get('adapters')
     if ad:
         lines += ['', '| adapter kind | share of the kind drops | logit drop when removed |', '|---|---|---|']
@@ -179,8 +180,8 @@ def markdown_table(result: dict) -> str:
 
 def json_summary(result: dict) -> dict:
     "The `--json` object: `{'methods': {name: {pointing_game, mass_in_mask, deletion_auc, insertion_auc, seconds_per_clip, sanity}}, 'adapters': {kind: share}, 'clips', 'run_id'}`."
-    sn = lambda s: ({'spearman': s['sanity']['spearman'], 'ssim': s['sanity']['ssim'], 'pass': s['sanity']['passed']}
-                    if s.get('sanity') else None)
+    sn = lambda s: ({'spearman': s['sanity']['spearman'], 'ssim': s['sanity']['ssim'], 'pass': s['sanity']['passed'],
+                     'map': s['sanity']['map'], 'spearman_pixels': s['sanity']['spearman_pixels']} if s.get('sanity') else None)
     methods = {m: dict(pointing_game=s.get('hit_rate'), mass_in_mask=s.get('mass_in_mask'),
                        deletion_auc=s.get('deletion_auc'), insertion_auc=s.get('insertion_auc'),
                        seconds_per_clip=s.get('seconds_per_clip'), sanity=sn(s)) for m, s in result['summary'].items()}
@@ -272,6 +273,7 @@ def summary_metrics(result: dict) -> dict:
            if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for m, s in result['summary'].items():
         if s.get('sanity'): out.update({f'explain.{m}.sanity_spearman': s['sanity']['spearman'],
+                                        f'explain.{m}.sanity_spearman_pixels': s['sanity']['spearman_pixels'],
                                         f'explain.{m}.sanity_ssim': s['sanity']['ssim'],
                                         f'explain.{m}.sanity_pass': float(s['sanity']['passed'])})
     ad = result.get('adapters') or {}
@@ -290,7 +292,8 @@ def summary_rows(result: dict) -> list:
                  seconds_per_clip=s.get('seconds_per_clip'))
         for k, c in s.get('ci', {}).items(): r[f'{k}_low'], r[f'{k}_high'] = c['low'], c['high']
         sn = s.get('sanity') or {}
-        r.update(sanity_spearman=sn.get('spearman'), sanity_ssim=sn.get('ssim'), sanity_pass=sn.get('passed'))
+        r.update(sanity_spearman=sn.get('spearman'), sanity_map=sn.get('map'), sanity_spearman_pixels=sn.get('spearman_pixels'),
+                 sanity_ssim=sn.get('ssim'), sanity_pass=sn.get('passed'))
         rows.append(r)
     return rows
 

@@ -140,9 +140,10 @@ def map_similarity(a: Tensor, b: Tensor) -> dict:
 def sanity_check(model: nn.Module, clips: Sequence, methods: Sequence[str], cfg: ExplainConfig = None,
                  seed: int = 0, threshold: float = SANITY_THRESHOLD) -> dict:
     """Cascading randomisation of `model`'s trained parts over `clips` (`C T H W` tensors): per method,
-    `{'stages': [{stage, spearman, ssim}], 'spearman', 'ssim' (full randomisation), 'pass', 'threshold'}` (means over
-    clips; `spearman_tokens` too for a method with a token map, at its own resolution). Every clip and method explains
-    the class the original model predicts; the model is restored afterwards. Pass or fail reads the pixel maps."""
+    `{'stages': [{stage, spearman, spearman_pixels, ssim}], 'spearman', 'spearman_pixels', 'ssim' (full
+    randomisation), 'map', 'passed', 'threshold'}` (means over clips). `spearman`, which pass or fail reads, is taken on
+    the map the method computes (`map`: a token method's token grid, else the pixel map); `spearman_pixels` and `ssim`
+    on the pixel maps. Every clip and method explains the class the original model predicts; the model is restored."""
     from steanet.explain_relevance import attribute
     cfg = cfg or ExplainConfig(); clips = list(clips); methods = list(methods)
     model.eval()
@@ -166,16 +167,17 @@ def sanity_check(model: nn.Module, clips: Sequence, methods: Sequence[str], cfg:
     out = {}
     for m in methods:
         last = rows[m][-1] if rows[m] else dict(spearman=float('nan'), ssim=float('nan'))
-        out[m] = dict(stages=rows[m], spearman=last['spearman'], ssim=last['ssim'], threshold=threshold,
-                      passed=bool(last['spearman'] < threshold), clips=len(clips))
-        if 'spearman_tokens' in last: out[m]['spearman_tokens'] = last['spearman_tokens']
+        out[m] = dict(stages=rows[m], spearman=last['spearman'], spearman_pixels=last.get('spearman_pixels', float('nan')),
+                      ssim=last['ssim'], map='tokens' if orig and orig[0][m].tokens is not None else 'pixels',
+                      threshold=threshold, passed=bool(last['spearman'] < threshold), clips=len(clips))
     return out
 
 def _similarity(a, b) -> dict:
-    "`map_similarity` of two attributions' pixel maps, with `spearman_tokens` (rank correlation of |tokens|) where both have a token map."
-    s = map_similarity(a.map, b.map)
+    """`{spearman, spearman_pixels, ssim}` of two attributions: `spearman` on the map the method computes (its token
+    grid where it has one, else its pixel map), `spearman_pixels` and `ssim` (`map_similarity`) on the pixel maps."""
+    s = map_similarity(a.map, b.map); s['spearman_pixels'] = s['spearman']
     if a.tokens is not None and b.tokens is not None:
-        s['spearman_tokens'] = _spearman(a.tokens.abs().float().numpy(), b.tokens.abs().float().numpy())
+        s['spearman'] = _spearman(a.tokens.abs().float().numpy(), b.tokens.abs().float().numpy())
     return s
 
 def _nanmean(v) -> float:
