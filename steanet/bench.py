@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataConfig, SteanetError, cache_dir
-from .data import VIDEO_EXTS, VideoRecord, build_dataloader, build_dataset, find_fixtures, write_video
+from .data import VIDEO_EXTS, VideoRecord, build_dataset, find_fixtures, write_video
 
 log = logging.getLogger('steanet.bench')
 
