@@ -532,7 +532,7 @@ def _bench_data_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def bench_parser() -> Parser:
     p = Parser(prog='steanet bench', description='Benchmarks (targets are measured here, never asserted in tests).')
-    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data,report}', parser_class=Parser)
+    sub = p.add_subparsers(dest='bench', required=True, metavar='{model,data,explain,report}', parser_class=Parser)
     _bench_model_args(add_common_args(sub.add_parser(
         'model', help='time official vs steanet variants (training step, inference, memory, FLOP/s)',
         description='Time the training step and inference of the official and steanet variants.'), overrides=False))
@@ -540,6 +540,16 @@ def bench_parser() -> Parser:
         'data', help='time video decoding and the whole data pipeline (steanet.data)',
         description='Throughput of the full video loader (decode + sample + transform) on the fixture videos and '
                     'long 640x360 H.264 videos.'), overrides=True))
+    ep = add_common_args(sub.add_parser('explain', help='time explain methods per clip (relevance vs IG) on real videos',
+                                        description='Seconds per clip of explain methods on one clip of each video (default: '
+                                                    'the fixture videos), a random backbone with adapters at random values.'),
+                         overrides=False)
+    ep.add_argument('--fixtures', help='folder of real videos (default ../shared/fixtures/videos when present)')
+    ep.add_argument('--backbone', default='ViT-B-16', help='open_clip model name (default ViT-B-16, random weights)')
+    ep.add_argument('--frames', type=int, default=8); ep.add_argument('--size', type=int, default=None, help="crop size (default: the backbone's)")
+    ep.add_argument('--methods', nargs='+', default=['relevance', 'ig'], help='timed in this order; ratios are against the last')
+    ep.add_argument('--ig-steps', type=int, default=32, help='explain.ig_steps (default 32)')
+    ep.add_argument('--variant', default='steanet', choices=['official', 'steanet', 'aim'])
     rp = add_common_args(sub.add_parser('report', help='time steanet report over 1,000 synthetic runs (target < 15 s)',
                                         description='Time `steanet report` (a fresh process) over a store of synthetic '
                                                     'training runs, made once under .cache/steanet/bench/.'), overrides=False)
@@ -553,6 +563,11 @@ def bench_cmd(a) -> Outcome:
     if a.bench == 'report':
         r = bench.bench_report(a.runs, repeats=a.repeats, progress=progress(a))
         return Outcome(r, bench.bench_report_table(r))
+    if a.bench == 'explain':
+        vids = bench._bench_sets(a.fixtures, ('fixtures',), 1, 1.0)['fixtures'] if a.fixtures else None
+        r = bench.bench_explain(vids, backbone=a.backbone, frames=a.frames, size=a.size, methods=a.methods,
+                                ig_steps=a.ig_steps, variant=a.variant, progress=progress(a))
+        return Outcome(r, bench.bench_explain_table(r))
     if a.bench == 'model':
         r = bench.bench_model(backbone=a.backbone, pretrained=a.pretrained, frames=a.frames, batch=a.batch,
                               image_size=a.image_size, variants=[v.strip() for v in a.variants.split(',') if v.strip()],

@@ -315,6 +315,18 @@ def test_bench_data_cli_smoke(fixtures_dir, capsys):
     assert len(err.splitlines()) == 1 and 'rounds=0' in err, err
 
 
+def test_bench_explain_cli(fixtures_dir, capsys):
+    "`steanet bench explain` through the CLI on the real fixture videos: one row per video and method, ratios against the last."
+    from steanet.cli import main
+    rc = main(['bench', 'explain', '--fixtures', str(fixtures_dir / 'videos'), '--backbone', 'steanet-tiny', '--frames', '2',
+               '--ig-steps', '2', '--methods', 'relevance', 'ig', '--json', '--quiet'])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and out['videos'] == 3 and len(out['results']) == 6 and out['ratio']['ig'] == 1.0, out
+    assert all(r['seconds'] > 0 for r in out['results']) and out['seconds_per_clip']['relevance'] > 0
+    assert main(['bench', 'explain', '--methods', 'relevance', 'lime']) == 1
+    assert 'choose from' in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- official in train mode: the release's drop path
 def _timm_drop_path(x, p, training):
     "timm's drop_path (scale_by_keep) as the release calls it on its seq-first (n, b*t, d) tensors."
