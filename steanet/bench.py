@@ -578,13 +578,14 @@ def _explain_bench_model(backbone: str, frames: int, size: Optional[int], ig_ste
     "`(cfg, model)`: the `ve8` preset on `backbone` (random weights), `frames` frames of `size` px, adapters at random values."
     from steanet.config import make_config
     from steanet.model import build_model
-    from steanet.testing import randomise_adapters
     ov = [f'backbone.name={backbone}', 'backbone.pretrained=none', 'backbone.allow_random_backbone=true',
           f'adapters.variant={variant}', f'data.num_frames={frames}', f'explain.ig_steps={ig_steps}']
     if size: ov += [f'data.input_size={size}', f'backbone.image_size={size}']
     cfg = make_config('ve8', ov)
-    torch.manual_seed(0)
-    model = randomise_adapters(build_model(cfg), std=0.02).eval()
+    torch.manual_seed(0); model = build_model(cfg).eval(); g = torch.Generator().manual_seed(0)
+    with torch.no_grad():                   # every adapter computes something (they start at zero)
+        for p in model.parameters():
+            if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     cfg.data.input_size = int(model.visual.image_size[0])                   # the backbone's own size when none was given
     return cfg, model
 
