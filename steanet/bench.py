@@ -568,24 +568,21 @@ def bench_explain(videos=None, *, backbone: str = 'ViT-B-16', frames: int = 8, s
             rows.append(dict(video=item['path'], method=m, seconds=round(time.perf_counter() - t, 4)))
             if progress: print(f"bench explain: {Path(item['path']).name} {m} {rows[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
     if not rows: raise BenchError(f'bench explain: none of the {len(vids)} videos could be decoded')
-    total = {m: sum(r['seconds'] for r in rows if r['method'] == m) for m in methods}
+    total, n = {m: sum(r['seconds'] for r in rows if r['method'] == m) for m in methods}, len(rows) // len(methods)
     return dict(results=rows, backbone=backbone, frames=frames, size=cfg.data.input_size, ig_steps=ig_steps,
-                variant=variant, methods=list(methods), videos=len(rows) // len(methods),
-                seconds_per_clip={m: total[m] / (len(rows) // len(methods)) for m in methods},
+                variant=variant, methods=list(methods), videos=n, seconds_per_clip={m: total[m] / n for m in methods},
                 ratio={m: total[m] / max(total[methods[-1]], 1e-12) for m in methods}, torch_threads=torch.get_num_threads())
 
 def _explain_bench_model(backbone: str, frames: int, size: Optional[int], ig_steps: int, variant: str) -> tuple:
     "`(cfg, model)`: the `ve8` preset on `backbone` (random weights), `frames` frames of `size` px, adapters at random values."
     from steanet.config import make_config
-    from steanet.model import build_model
+    from steanet.model import build_model, randomise_adapters
     ov = [f'backbone.name={backbone}', 'backbone.pretrained=none', 'backbone.allow_random_backbone=true',
           f'adapters.variant={variant}', f'data.num_frames={frames}', f'explain.ig_steps={ig_steps}']
     if size: ov += [f'data.input_size={size}', f'backbone.image_size={size}']
     cfg = make_config('ve8', ov)
-    torch.manual_seed(0); model = build_model(cfg).eval(); g = torch.Generator().manual_seed(0)
-    with torch.no_grad():                   # every adapter computes something (they start at zero)
-        for p in model.parameters():
-            if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    torch.manual_seed(0)
+    model = randomise_adapters(build_model(cfg), std=0.02).eval()
     cfg.data.input_size = int(model.visual.image_size[0])                   # the backbone's own size when none was given
     return cfg, model
 

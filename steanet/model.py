@@ -28,8 +28,8 @@ __all__ = ['TINY_CONFIGS', 'EXTRA_SAFE_GLOBALS', 'TUNABLE_KINDS', 'register_tiny
            'WeightsFileError', 'file_sha256', 'safe_globals', 'read_weights', 'checkpoint_state_dict', 'load_visual',
            'layer_norm', 'packed_attention', 'drop_path', 'drop_path_tokens', 'STEABlock', 'TemporalEmbedding',
            'ClassifierHead', 'official_geometry_error', 'STEANet', 'mark_trainable', 'count_parameters',
-           'print_trainable_parameters', 'tunable_state_dict', 'load_tunable_state_dict', 'check_backbone',
-           'save_backbone_weights', 'backbone_frame_grid', 'build_model', 'load_official_checkpoint',
+           'print_trainable_parameters', 'tunable_state_dict', 'randomise_adapters', 'load_tunable_state_dict',
+           'check_backbone', 'save_backbone_weights', 'backbone_frame_grid', 'build_model', 'load_official_checkpoint',
            'convert_checkpoint']
 
 # %% ../nbs/02_model.ipynb #4dc9b112
@@ -550,6 +550,15 @@ def print_trainable_parameters(model: STEANet):
 def tunable_state_dict(model: STEANet) -> dict:
     "The tunable tensors (those with `requires_grad`), detached: the checkpoint payload."
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+def randomise_adapters(model: nn.Module, std: float = 0.2, seed: int = 0) -> nn.Module:
+    """Non-zero values (N(0, std²), seeded) for every tunable tensor, so the adapters actually do something: for tests and
+    benchmarks of an untrained model, whose adapters start at zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
 
 def load_tunable_state_dict(model: STEANet, sd: dict) -> STEANet:
     "Load a `tunable_state_dict`; strict over the tunable set, with an error that lists every mismatch."

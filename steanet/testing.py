@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['project_home', 'tiny_model', 'randomise_adapters', 'tiny_overrides', 'moved_after_two_steps', 'ToyVideoNet',
-           'pyfunc_predictions', 'cli_predictions', 'compare_model_to_predict', 'check_run_models']
+__all__ = ['project_home', 'tiny_model', 'tiny_overrides', 'moved_after_two_steps', 'ToyVideoNet', 'pyfunc_predictions',
+           'cli_predictions', 'compare_model_to_predict', 'check_run_models']
 
 # %% ../nbs/10_testing.ipynb #1c9c5cfa
 @contextlib.contextmanager
@@ -33,19 +33,13 @@ def project_home(path=None):
             else: os.environ[k] = v
 
 # %% ../nbs/10_testing.ipynb #c462b756
+from .model import randomise_adapters   # (defined with the model; bench uses it too)
+
 def tiny_model(variant: str = 'steanet', T: int = 4, num_classes: int = 5, **kw):
     "A `steanet-tiny` STEANet with a random backbone (`build_model` keywords pass through)."
     from steanet.model import build_model
     kw.setdefault('pretrained', None); kw.setdefault('allow_random_backbone', True)
     return build_model(backbone='steanet-tiny', num_classes=num_classes, num_frames=T, variant=variant, **kw)
-
-def randomise_adapters(model: nn.Module, std: float = 0.2, seed: int = 0) -> nn.Module:
-    "Non-zero values for every tunable tensor (so the adapters actually do something)."
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad: p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 # %% ../nbs/10_testing.ipynb #t1d0a002
 def tiny_overrides(root, **kw) -> list:
